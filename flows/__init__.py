@@ -1,0 +1,1 @@
+"""Prefect flows (pokegen.flows): the same stages as dvc.yaml, run as Prefect tasks."""

@@ -1,0 +1,171 @@
+"""params.yaml, validated by pydantic before any stage does any work.
+
+Unknown keys (typos), wrong types and impossible values stop the run with one
+message that names every bad key path; nothing is written.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from pokegen.errors import ParamsError
+
+COURSE_BASE_URL = "http://speech.ee.ntu.edu.tw/~tlkagk/courses/ML_2016/Pokemon_creation"
+PUBLIC_MIRROR_URL = "https://raw.githubusercontent.com/SunnyHaze/PixelRNN-Pokemon-Creation/main"
+COURSE_SPRITE_SIZE = 40
+COURSE_SPRITE_COUNT = 792
+COURSE_COLORS = 167
+COURSE_CROP = 20
+
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CourseFiles(StrictModel):
+    """The three files the course published, each pinned by SHA-256."""
+
+    sprites: Sha256 = Field("ea287944bb043ab421be656afdb621e74c8d030321adefb6811418e8023f37d2", alias="image.rar")
+    pixels: Sha256 = Field("facd83256c33298756c3f2dd533771b69d4b7500618b5e73322bc5dbe97c297d", alias="pixel_color.txt")
+    colormap: Sha256 = Field("1ee954cf5adfa6b996bbf9231a1340efb29a2d4d9eabeb37831af45a0c1ac356", alias="colormap.txt")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def pins(self) -> dict[str, str]:
+        """File name -> pinned sha256."""
+        return self.model_dump(by_alias=True)
+
+
+def _is_address(value: str) -> bool:
+    return value.startswith(("http://", "https://", "file://")) or "://" not in value
+
+
+class DownloadParams(StrictModel):
+    sprites: str = Field("course", min_length=1)
+    sprites_sha256: Sha256 | None = None
+    mirrors: list[str] = []
+    course_urls: list[str] = [COURSE_BASE_URL, PUBLIC_MIRROR_URL]
+    course_files: CourseFiles = CourseFiles()
+    timeout_s: float = Field(30.0, gt=0)
+    retries: int = Field(3, ge=0, le=20)
+    backoff_s: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _addresses_have_known_schemes(self) -> DownloadParams:
+        for key, values in (("mirrors", self.mirrors), ("course_urls", self.course_urls)):
+            for i, value in enumerate(values):
+                if not _is_address(value):
+                    raise ValueError(f"{key}[{i}] = {value!r}: use an http(s):// or file:// URL or a folder path")
+        if not _is_address(self.sprites):
+            raise ValueError(f"sprites = {self.sprites!r}: use 'course', an http(s):// or file:// URL, or a path")
+        if self.sprites == "course" and self.sprites_sha256 is not None:
+            raise ValueError("sprites_sha256 is for your own sprites; the course files are pinned in course_files")
+        return self
+
+    @property
+    def uses_course_sprites(self) -> bool:
+        return self.sprites == "course"
+
+
+class QuantizeParams(StrictModel):
+    method: Literal["kmeans", "course"] = "kmeans"
+    colors: int = Field(COURSE_COLORS, ge=2, le=256)
+    size: int = Field(COURSE_CROP, ge=2, le=256)
+    fit: Literal["crop", "resize"] = "crop"
+    seed: int = Field(0, ge=0)
+    preview_count: int = Field(100, ge=1, le=1024)
+    preview_scale: int = Field(4, ge=1, le=32)
+
+
+class TensorizeParams(StrictModel):
+    val: int = Field(40, ge=1)
+    test: int = Field(40, ge=1)
+    seed: int = Field(0, ge=0)
+
+
+class Params(StrictModel):
+    download: DownloadParams = DownloadParams()
+    quantize: QuantizeParams = QuantizeParams()
+    tensorize: TensorizeParams = TensorizeParams()
+
+    @model_validator(mode="after")
+    def _fits_the_data(self) -> Params:
+        course = self.download.uses_course_sprites
+        q = self.quantize
+        if q.method == "course":
+            if not course:
+                raise ValueError("quantize.method 'course' needs download.sprites: course")
+            if (q.colors, q.size, q.fit) != (COURSE_COLORS, COURSE_CROP, "crop"):
+                raise ValueError(
+                    f"quantize.method 'course' uses the course's {COURSE_COLORS} colors and {COURSE_CROP}x{COURSE_CROP} "
+                    f"central crop: set quantize.colors: {COURSE_COLORS}, quantize.size: {COURSE_CROP}, quantize.fit: crop"
+                )
+        if course and q.size > COURSE_SPRITE_SIZE:
+            raise ValueError(
+                f"quantize.size = {q.size} is larger than the course sprites ({COURSE_SPRITE_SIZE}x{COURSE_SPRITE_SIZE}); "
+                f"use at most {COURSE_SPRITE_SIZE}"
+            )
+        held_out = self.tensorize.val + self.tensorize.test
+        if course and held_out >= COURSE_SPRITE_COUNT:
+            raise ValueError(
+                f"tensorize.val + tensorize.test = {held_out} leaves no training sprites "
+                f"(the course data has {COURSE_SPRITE_COUNT}); lower them"
+            )
+        return self
+
+
+def _describe(error: dict[str, Any], raw: Any) -> str:
+    path = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        parent = raw
+        for part in error["loc"][:-1]:
+            parent = parent.get(part, {}) if isinstance(parent, dict) else {}
+        model: Any = Params
+        for part in error["loc"][:-1]:
+            field = model.model_fields.get(part) if isinstance(part, str) else None
+            model = field.annotation if field is not None else None
+            if model is None or not isinstance(model, type):
+                break
+        known = [f.alias or name for name, f in model.model_fields.items()] if isinstance(model, type) and issubclass(model, BaseModel) else []
+        hint = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else (f" (known keys: {', '.join(known)})" if known else "")
+        return f"{path}: unknown key{suggestion}"
+    message = error["msg"].removeprefix("Value error, ")
+    if not path:
+        return message
+    if error["type"] == "missing":
+        return f"{path}: required"
+    if error["type"] == "value_error":  # our own validators already quote the value
+        return f"{path}: {message}"
+    return f"{path}: {message} (got {error.get('input')!r})"
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate a params mapping; raise ParamsError listing every bad key path."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: the top level must be a mapping of sections (download, quantize, ...)")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"  - {_describe(err, raw)}" for err in exc.errors()]
+        raise ParamsError(f"{source} is not valid:\n" + "\n".join(lines) + f"\nFix these keys in {source}.") from None
+
+
+def load_params(path: Path) -> Params:
+    """Read and validate params.yaml. Raises ParamsError naming the file and key."""
+    if not path.is_file():
+        raise ParamsError(f"{path}: not found; run from the repository root or pass --params")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+    return parse_params(raw, str(path))

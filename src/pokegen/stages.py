@@ -1,0 +1,176 @@
+"""The thin stage wrappers dvc.yaml and the Prefect flow call: read params and inputs, call the
+pure functions, write outputs atomically. One function per stage, nothing else."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+
+from pokegen import quantize as q
+from pokegen.artifacts import QuantizedSprites, RawData
+from pokegen.download import MIRROR_ENV, Fetched, Progress, fetch, join_address
+from pokegen.errors import DataError, DownloadError
+from pokegen.fileio import remove_partials, sha256_file, sha256_tree, write_bytes_atomic, write_json_atomic
+from pokegen.images import palette_grid, png_bytes
+from pokegen.layout import Layout
+from pokegen.params import Params, QuantizeParams
+from pokegen.sprites import read_sprites
+from pokegen.tensorize import check_disjoint, data_card, split_sprites
+
+log = logging.getLogger(__name__)
+
+USER_SPRITES_DIR = "sprites"
+
+
+def mirror_bases(params: Params) -> list[str]:
+    """Mirrors in the order tried: $POKEGEN_DATA_MIRROR, download.mirrors, then the course addresses."""
+    from_env = [os.environ[MIRROR_ENV]] if os.environ.get(MIRROR_ENV) else []
+    return from_env + list(params.download.mirrors) + list(params.download.course_urls)
+
+
+def _fetch_user_sprites(params: Params, raw_dir: Path, previous: RawData | None, on_progress: Progress | None) -> tuple[Path, str]:
+    """Bring-your-own sprites: an archive (URL or path) is fetched, a folder copied; both hashed."""
+    source = params.download.sprites
+    pinned = params.download.sprites_sha256
+    parsed = urlparse(source)
+    local = Path(unquote(parsed.path)) if parsed.scheme == "file" else (Path(source).expanduser() if "://" not in source else None)
+    target_dir = raw_dir / USER_SPRITES_DIR
+    if local is not None and local.is_dir():
+        if target_dir.exists():
+            shutil.rmtree(target_dir)
+        staging = raw_dir / f".{USER_SPRITES_DIR}.part"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(local, staging)
+        digest = sha256_tree(staging)
+        if pinned is not None and digest != pinned:
+            shutil.rmtree(staging)
+            raise DownloadError(
+                f"sprite folder {local}: tree sha256 {digest} does not match download.sprites_sha256 {pinned}; "
+                "fix the folder or the pin"
+            )
+        staging.rename(target_dir)
+        sprites, sha = target_dir, digest
+    else:
+        if local is not None and not local.exists():
+            raise DownloadError(f"download.sprites = {source!r}: no such file or folder; fix the path in params.yaml")
+        name = Path(parsed.path).name or "sprites"
+        if target_dir.is_dir():
+            shutil.rmtree(target_dir)
+        dl = params.download
+        fetched: Fetched = fetch(
+            name, [source], target_dir / name, sha256=pinned, timeout_s=dl.timeout_s,
+            retries=dl.retries, backoff_s=dl.backoff_s, on_progress=on_progress,
+        )  # fmt: skip
+        sprites, sha = fetched.path, fetched.sha256
+    if pinned is None:
+        if previous is not None and previous.source == source and previous.sprites_sha256 != sha:
+            log.warning("download.sprites %s changed since the last run: sha256 %s -> %s", source, previous.sprites_sha256, sha)
+        log.warning("download.sprites is not pinned; recorded sha256 %s. Pin it with download.sprites_sha256: %s", sha, sha)
+    return sprites, sha
+
+
+def run_download(params: Params, layout: Layout, on_progress: Progress | None = None) -> RawData:
+    """Stage download: fetch the sprite source (and the course's own files) into data/raw."""
+    raw_dir = layout.raw_dir
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    remove_partials(raw_dir)
+    previous = RawData.load(layout.raw_manifest) if layout.raw_manifest.is_file() else None
+    dl = params.download
+    files: dict[str, str] = {}
+    keep: set[Path] = {layout.raw_manifest}
+    course_pixels = course_colormap = None
+    if dl.uses_course_sprites:
+        bases = mirror_bases(params)
+        fetched = {}
+        for name, pin in dl.course_files.pins().items():
+            fetched[name] = fetch(
+                name, [join_address(base, name) for base in bases], raw_dir / name, sha256=pin,
+                timeout_s=dl.timeout_s, retries=dl.retries, backoff_s=dl.backoff_s, on_progress=on_progress,
+            )  # fmt: skip
+            files[name] = fetched[name].sha256
+            keep.add(fetched[name].path)
+        sprites, sprites_sha = fetched["image.rar"].path, files["image.rar"]
+        course_pixels, course_colormap = fetched["pixel_color.txt"].path, fetched["colormap.txt"].path
+    else:
+        sprites, sprites_sha = _fetch_user_sprites(params, raw_dir, previous, on_progress)
+        files[sprites.relative_to(raw_dir).as_posix()] = sprites_sha
+        keep.add(sprites)
+    # data/raw persists between runs (so verified files are not fetched again); drop what this run did not fetch.
+    for path in raw_dir.iterdir():
+        if path not in keep:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    raw = RawData(dl.sprites, sprites, sprites_sha, course_pixels, course_colormap, files)
+    raw.save(layout.raw_manifest)
+    return raw
+
+
+def run_quantize(params: Params, layout: Layout) -> dict:
+    """Stage quantize: sprites -> palette + index images, a preview grid and error metrics."""
+    raw = RawData.load(layout.raw_manifest)
+    qp = params.quantize
+    metrics: dict = {}
+    crops: np.ndarray | None = None
+    if qp.method == "course":
+        if raw.course_pixels is None or raw.course_colormap is None:
+            raise DataError("quantize.method 'course' needs the course files; set download.sprites: course")
+        palette, indices = q.read_course_images(raw.course_pixels, raw.course_colormap, qp.size)
+        names = [f"course-{i:03d}" for i in range(len(indices))]
+        metrics["method"] = "course"
+    else:
+        names, crops = read_sprites(raw.sprites, qp.size, qp.fit)
+        palette, indices = q.kmeans_quantize(crops, qp.colors, qp.seed)
+        metrics.update(method="kmeans", distinct_colors_before=int(len(q.distinct_colors(crops)[0])))
+        metrics.update(q.reconstruction_error(crops, palette[indices]))
+    metrics.update(sprites=int(len(indices)), colors=int(len(palette)), size=qp.size, fit=qp.fit)
+    metrics["course_reference"] = _course_reference(raw, qp, crops)
+    if qp.method == "course" and metrics["course_reference"]:
+        metrics.update({k: v for k, v in metrics["course_reference"].items() if k != "matched_sprites"})
+
+    QuantizedSprites(palette, indices, tuple(names)).save(layout.quantized_sprites)
+    preview = indices[: qp.preview_count]
+    columns = int(np.ceil(np.sqrt(len(preview))))
+    write_bytes_atomic(layout.quantize_preview, png_bytes(palette_grid(preview, palette, columns=columns, scale=qp.preview_scale)))
+    write_json_atomic(layout.quantize_metrics, metrics)
+    log.info("quantize: %d sprites, %d colors, RMSE %s, mean ΔE %s", len(indices), len(palette), metrics.get("rmse"), metrics.get("delta_e"))
+    return metrics
+
+
+def _course_reference(raw: RawData, qp: QuantizeParams, crops: np.ndarray | None) -> dict | None:
+    """The course's own pixel_color/colormap against the same crops: the row to beat.
+
+    The course's line order is not the archive's, so each course image is matched to its closest crop.
+    Only comparable when the crops are the course's own cut (20x20 central crop of the course sprites).
+    """
+    if not raw.is_course or raw.course_pixels is None or raw.course_colormap is None:
+        return None
+    if qp.size != 20 or qp.fit != "crop":
+        return None
+    if crops is None:
+        _, crops = read_sprites(raw.sprites, 20, "crop")
+    palette, indices = q.read_course_images(raw.course_pixels, raw.course_colormap, 20)
+    course_rgb = palette[indices]
+    nearest = q.match_to_crops(course_rgb, crops)
+    reference = q.reconstruction_error(crops[nearest], course_rgb)
+    reference["matched_sprites"] = int(len(np.unique(nearest)))
+    return reference
+
+
+def run_tensorize(params: Params, layout: Layout) -> dict:
+    """Stage tensorize: the seeded train/val/test split and its data card."""
+    sprites = QuantizedSprites.load(layout.quantized_sprites)
+    tp = params.tensorize
+    dataset = split_sprites(sprites, val=tp.val, test=tp.test, seed=tp.seed)
+    check_disjoint(dataset)
+    card = data_card(dataset, seed=tp.seed, quantized_sha256=sha256_file(layout.quantized_sprites))
+    dataset.save(layout.dataset)
+    write_json_atomic(layout.data_card, card)
+    log.info("tensorize: train %(train)d, val %(val)d, test %(test)d", card["counts"])
+    return card
+
+
+STAGES = {"download": run_download, "quantize": run_quantize, "tensorize": run_tensorize}
