@@ -101,8 +101,9 @@ def run_download(params: Params, layout: Layout, on_progress: Progress | None = 
         files[sprites.relative_to(raw_dir).as_posix()] = sprites_sha
         keep.add(sprites)
     # data/raw persists between runs (so verified files are not fetched again); drop what this run did not fetch.
+    keep_top = {raw_dir / path.relative_to(raw_dir).parts[0] for path in keep}
     for path in raw_dir.iterdir():
-        if path not in keep:
+        if path not in keep_top:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     raw = RawData(dl.sprites, sprites, sprites_sha, course_pixels, course_colormap, files)
     raw.save(layout.raw_manifest)

@@ -1,0 +1,238 @@
+"""Shared fixtures: real HTTP server on 127.0.0.1, synthetic sprites, temporary DVC repositories.
+
+Prefect and DVC are isolated from the user's: PREFECT_HOME points at a temporary folder
+before Prefect is imported anywhere, and every DVC test works in its own temporary git repo.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="pokegen-test-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+COURSE_DATA = Path(os.environ.get("POKEGEN_TEST_DATA", REPO_ROOT.parent / "shared" / "data" / "pokemon-creation"))
+COURSE_FILES = ("image.rar", "pixel_color.txt", "colormap.txt")
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore")
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def course_data() -> Path:
+    """The local mirror of the course files (../shared/data/pokemon-creation)."""
+    missing = [name for name in COURSE_FILES if not (COURSE_DATA / name).is_file()]
+    if missing:
+        pytest.fail(f"course data mirror {COURSE_DATA} lacks {missing}; set POKEGEN_TEST_DATA to a folder holding them")
+    return COURSE_DATA
+
+
+@pytest.fixture(autouse=True)
+def _no_user_mirror(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("POKEGEN_DATA_MIRROR", raising=False)
+
+
+# --- HTTP server -------------------------------------------------------------------------
+
+
+@dataclass
+class CourseServer:
+    """A real HTTP server on 127.0.0.1 with one route per kind of trouble:
+
+    /good/F     the file            /wrong/F  other bytes (checksum mismatch)
+    /missing/F  404                 /html/F   an HTML error page with status 200
+    /stall/F    headers, then silence          /flaky/F  503 twice, then the file
+    /user/F     bytes from ``user_files``
+    """
+
+    base: str
+    files: Path
+    requests: list[str] = field(default_factory=list)
+    user_files: dict[str, bytes] = field(default_factory=dict)
+
+    def url(self, route: str) -> str:
+        return f"{self.base}/{route}"
+
+    def hits(self, prefix: str) -> list[str]:
+        return [path for path in self.requests if path.startswith(prefix)]
+
+
+def _handler(state: CourseServer, stop: threading.Event, flaky_counts: dict[str, int]):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # keep test output clean
+            pass
+
+        def _send(self, status: int, body: bytes, content_type: str = "application/octet-stream") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            state.requests.append(self.path)
+            _, route, name = self.path.split("/", 2)
+            real = state.files / name
+            if route == "user":
+                if name in state.user_files:
+                    return self._send(200, state.user_files[name])
+                return self._send(404, b"not found", "text/plain")
+            if route == "missing" or not real.is_file():
+                return self._send(404, b"not found", "text/plain")
+            if route == "good":
+                return self._send(200, real.read_bytes())
+            if route == "wrong":
+                return self._send(200, real.read_bytes()[::-1])
+            if route == "html":
+                return self._send(200, b"<!DOCTYPE html><html><body>Service unavailable</body></html>", "text/html")
+            if route == "flaky":
+                flaky_counts[name] = flaky_counts.get(name, 0) + 1
+                if flaky_counts[name] <= 2:
+                    return self._send(503, b"busy", "text/plain")
+                return self._send(200, real.read_bytes())
+            if route == "stall":
+                self.send_response(200)
+                self.send_header("Content-Length", str(real.stat().st_size))
+                self.end_headers()
+                self.wfile.write(real.read_bytes()[:100])
+                self.wfile.flush()
+                stop.wait(10)  # never finishes while the test runs
+                return None
+            return self._send(404, b"unknown route", "text/plain")
+
+    return Handler
+
+
+@pytest.fixture
+def course_server(course_data: Path) -> Iterator[CourseServer]:
+    stop = threading.Event()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), None)  # type: ignore[arg-type]
+    state = CourseServer(base=f"http://127.0.0.1:{server.server_address[1]}", files=course_data)
+    server.RequestHandlerClass = _handler(state, stop, {})
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """An address on 127.0.0.1 where nothing listens (connection refused)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+# --- synthetic sprites -----------------------------------------------------------------
+
+
+def make_sprite(seed: int, size: int = 40, mode: str = "RGBA") -> Image.Image:
+    """A small blob sprite on a transparent background, a few colors, like a Pokémon sprite."""
+    rng = np.random.default_rng(seed)
+    rgba = np.zeros((size, size, 4), dtype=np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    for _ in range(3):
+        cy, cx, r = rng.integers(size // 4, 3 * size // 4, 2).tolist() + [int(rng.integers(size // 8, size // 3))]
+        color = rng.integers(0, 256, 3)
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        rgba[mask, :3] = color
+        rgba[mask, 3] = 255
+    image = Image.fromarray(rgba, "RGBA")
+    if mode == "P":
+        return image.convert("P", palette=Image.Palette.ADAPTIVE)
+    return image
+
+
+def png_bytes_of(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def sprite_zip(count: int = 24, extra: dict[str, bytes] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i in range(count):
+            fmt = "GIF" if i % 5 == 4 else "PNG"
+            archive.writestr(f"sprites/{i:03d}.{fmt.lower()}", png_bytes_of(make_sprite(i), fmt))
+        for name, data in (extra or {}).items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def sprite_archive(tmp_path: Path) -> Path:
+    path = tmp_path / "my-sprites.zip"
+    path.write_bytes(sprite_zip())
+    return path
+
+
+# --- DVC repositories --------------------------------------------------------------------
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command with the test's virtual environment first on PATH; output captured as text."""
+    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    result = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def make_repo(path: Path, params_yaml: str | None = None) -> Path:
+    """A temporary git repository holding the project's pipeline files (not its data or lock)."""
+    path.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / name, path / name)
+    if params_yaml is not None:
+        (path / "params.yaml").write_text(params_yaml)
+    run(["git", "init", "-q"], path)
+    run(["git", "add", "-A"], path)
+    run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "pipeline"], path)
+    return path
+
+
+def set_param(repo: Path, dotted: str, value: object) -> None:
+    import yaml
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    *parents, leaf = dotted.split(".")
+    node = params
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")

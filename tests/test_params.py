@@ -1,0 +1,79 @@
+"""Point 3: params are validated before any work; one clear message names the key path; nothing is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO_ROOT, run
+
+from pokegen.errors import ParamsError
+from pokegen.params import Params, load_params, parse_params
+
+
+def _error(raw: dict) -> str:
+    with pytest.raises(ParamsError) as info:
+        parse_params(raw)
+    return str(info.value)
+
+
+def test_the_shipped_params_yaml_is_valid_and_matches_the_defaults() -> None:
+    shipped = load_params(REPO_ROOT / "params.yaml")
+    assert shipped == Params()
+    assert shipped.quantize.colors == 167 and shipped.quantize.size == 20
+
+
+def test_a_typo_names_the_key_path_and_suggests_the_right_key() -> None:
+    message = _error({"quantize": {"colrs": 167}})
+    assert "quantize.colrs: unknown key" in message
+    assert "did you mean 'colors'" in message
+
+
+def test_an_unknown_section_is_named() -> None:
+    assert "downlod: unknown key" in _error({"downlod": {}})
+
+
+def test_a_wrong_type_names_the_key_and_the_value() -> None:
+    message = _error({"quantize": {"colors": "many"}})
+    assert "quantize.colors" in message and "'many'" in message
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"quantize": {"colors": 0}}, "quantize.colors"),
+        ({"quantize": {"size": 48}}, "quantize.size"),
+        ({"tensorize": {"val": 400, "test": 400}}, "tensorize.val + tensorize.test"),
+        ({"download": {"timeout_s": 0}}, "download.timeout_s"),
+        ({"download": {"mirrors": ["ftp://example.org"]}}, "mirrors[0]"),
+        ({"download": {"course_files": {"image.rar": "not-a-hash"}}}, "download.course_files.image.rar"),
+        ({"quantize": {"method": "course", "colors": 16}}, "quantize.colors: 167"),
+    ],
+)
+def test_impossible_values_name_their_key(raw: dict, key: str) -> None:
+    assert key in _error(raw)
+
+
+def test_every_bad_key_is_listed_at_once() -> None:
+    message = _error({"quantize": {"colors": 0, "fit": "squash"}})
+    assert "quantize.colors" in message and "quantize.fit" in message
+
+
+def test_malformed_yaml_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("quantize: [unclosed\n")
+    with pytest.raises(ParamsError, match="params.yaml is not valid YAML"):
+        load_params(path)
+
+
+def test_the_stage_command_stops_before_any_work_with_one_message(tmp_path: Path) -> None:
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["quantize"]["colors"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for stage in ("download", "quantize", "tensorize"):
+        result = run(["pokegen", "stage", stage], tmp_path, check=False)
+        assert result.returncode == 2, result.stderr
+        assert "quantize.colors" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"], "nothing may be written"

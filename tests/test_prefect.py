@@ -1,0 +1,78 @@
+"""Point 8: the pokemon-pipeline Prefect flow, on Prefect's local test harness, leaves what `dvc repro` leaves."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import CourseServer, make_repo, run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prefect_api() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+def _task_runs(flow_run_id) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read() -> list:
+        async with get_client() as client:
+            return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+    return asyncio.run(read())
+
+
+def _cache_entries(repo: Path) -> list[str]:
+    cache = repo / ".dvc" / "cache"
+    return sorted(path.relative_to(cache).as_posix() for path in cache.rglob("*") if path.is_file())
+
+
+def test_the_flow_leaves_the_same_lock_and_a_clean_status(prefect_api: None, tmp_path: Path, course_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pokegen.flows.pipeline import pokemon_pipeline
+
+    monkeypatch.setenv("POKEGEN_DATA_MIRROR", str(course_data))
+    by_dvc = make_repo(tmp_path / "by-dvc")
+    run(["dvc", "repro"], by_dvc)
+    by_prefect = make_repo(tmp_path / "by-prefect")
+
+    state = pokemon_pipeline(root=str(by_prefect), return_state=True)
+    assert state.is_completed()
+    assert state.result() == {"download": "ran", "quantize": "ran", "tensorize": "ran"}
+    names = sorted(task_run.name.rsplit("-", 1)[0] for task_run in _task_runs(state.state_details.flow_run_id))
+    assert names == ["download", "quantize", "tensorize"], "each stage is its own Prefect task run"
+
+    assert yaml.safe_load((by_prefect / "dvc.lock").read_text()) == yaml.safe_load((by_dvc / "dvc.lock").read_text())
+    assert "up to date" in run(["dvc", "status"], by_prefect).stdout
+    assert "Data and pipelines are up to date" in run(["dvc", "repro"], by_prefect).stdout
+    assert run(["git", "status", "--porcelain"], by_prefect).stdout == run(["git", "status", "--porcelain"], by_dvc).stdout
+    assert _cache_entries(by_prefect) == _cache_entries(by_dvc), "the same objects and run-cache entries"
+
+    assert pokemon_pipeline(root=str(by_prefect)) == {"download": "up to date", "quantize": "up to date", "tensorize": "up to date"}
+
+
+def test_a_failing_download_is_retried_by_prefect(prefect_api: None, tmp_path: Path, course_server: CourseServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pokegen.flows import pipeline
+
+    # The flaky route answers 503 twice per file before serving it; with the stage's own retries off,
+    # only Prefect's task retries get the three files through. Delays are zeroed to keep the test fast.
+    monkeypatch.setitem(pipeline.TASKS, "download", pipeline.TASKS["download"].with_options(retries=6, retry_delay_seconds=0))
+    repo = make_repo(tmp_path / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["download"].update(course_urls=[course_server.url("flaky")], retries=0)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+
+    state = pipeline.pokemon_pipeline(root=str(repo), return_state=True)
+    assert state.is_completed()
+    (download,) = [t for t in _task_runs(state.state_details.flow_run_id) if t.name.startswith("download")]
+    assert download.run_count == 7  # 3 files x 2 refusals, then success
+    assert pipeline.TASKS["download"].retries >= 1, "the shipped flow retries downloads"
