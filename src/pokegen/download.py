@@ -77,9 +77,9 @@ def fetch(
     if sha256 is not None and dest.is_file() and sha256_file(dest) == sha256:
         log.info("%s: verified local copy (sha256 %s…), not downloading", name, sha256[:12])
         return Fetched(dest, sha256, None)
-    failures: list[str] = []
+    failures: list[str] = []  # one line per address: its last failure
     for address in addresses:
-        for attempt in range(retries + 1):
+        for attempt in range(1, retries + 2):
             try:
                 with atomic_path(dest) as tmp:
                     digest = _copy_to(address, tmp, name, timeout_s, on_progress)
@@ -89,11 +89,12 @@ def fetch(
                 log.info("%s: fetched from %s", name, address)
                 return Fetched(dest, digest, address)
             except _Transient as exc:
-                failures.append(f"{address}: {exc} (attempt {attempt + 1} of {retries + 1})")
-                if attempt < retries:
-                    delay = backoff_s * 2**attempt
+                if attempt <= retries:
+                    delay = backoff_s * 2 ** (attempt - 1)
                     log.warning("%s: %s: %s; retrying in %.1fs", name, address, exc, delay)
                     time.sleep(delay)
+                else:
+                    failures.append(f"{address}: {exc} ({attempt} attempt{'s' if attempt > 1 else ''})")
             except _Permanent as exc:
                 failures.append(f"{address}: {exc}")
                 log.warning("%s: %s: %s", name, address, exc)
