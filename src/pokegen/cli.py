@@ -10,11 +10,19 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 
-from pokegen.errors import PokegenError
+from pokegen.errors import ParamsError, PokegenError
 from pokegen.layout import Layout
-from pokegen.params import load_params
+from pokegen.params import load_params, model_specs
 
 app = typer.Typer(help="pokegen: teach machines to create Pokémon.", no_args_is_help=True, add_completion=False)
 params_app = typer.Typer(help="Inspect params.yaml.", no_args_is_help=True)
@@ -69,6 +77,68 @@ def stage(name: StageName, params_path: Path = ParamsOption) -> None:
             stages.STAGES[name.value](params, layout)
     except PokegenError as error:
         _fail(error)
+
+
+@app.command()
+def train(name: str = typer.Argument(..., help="a model listed in pipeline.models"), params_path: Path = ParamsOption) -> None:
+    """Train one model plugin (what dvc.yaml's train@NAME calls); resumes an interrupted run."""
+    from pokegen import stages
+    from pokegen.plugin import FitContext
+
+    _setup_logging()
+    try:
+        params = load_params(params_path)
+        if name not in params.pipeline.models:
+            raise ParamsError(f"pipeline.models: {name!r} is not listed (listed: {', '.join(params.pipeline.models)})")
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=stderr, disable=not stderr.is_terminal, transient=True) as progress:
+            bars: dict[int, int] = {}
+
+            def on_batch(epoch: int, batch: int, batches: int) -> None:
+                if epoch not in bars:
+                    bars[epoch] = progress.add_task(f"{name} epoch {epoch}", total=batches)
+                progress.update(bars[epoch], completed=batch)
+
+            stages.run_train(params, Layout(params_path.resolve().parent), name, FitContext(on_batch=on_batch))
+    except PokegenError as error:
+        _fail(error)
+
+
+@app.command()
+def models() -> None:
+    """List every registered model plugin: distribution, version, capabilities, resources (and errors)."""
+    from rich.table import Table
+
+    from pokegen.registry import discover
+
+    table = Table(title="pokegen.models")
+    for column in ("name", "distribution", "version", "likelihood", "capabilities", "resources", "status"):
+        table.add_column(column)
+    for info in discover():
+        if info.plugin is None:
+            table.add_row(info.name, info.distribution, info.version, "", "", "", f"[red]broken: {info.error}[/]")
+            continue
+        r = info.plugin.resources
+        table.add_row(
+            info.name, info.distribution, info.version, info.plugin.likelihood or "-", ", ".join(info.capabilities) or "-",
+            f"gpus={r.gpus} cpus={r.cpus} memory={r.memory_gb:g}GB", "ok",
+        )  # fmt: skip
+    Console(width=200).print(table)
+
+
+@app.command()
+def plan(params_path: Path = ParamsOption) -> None:
+    """Print the DAG with the resources each task asks for."""
+    try:
+        params = load_params(params_path)
+        specs = model_specs(params)
+    except PokegenError as error:
+        _fail(error)
+    typer.echo("download -> quantize -> tensorize   (cpu)")
+    for name, spec in specs.items():
+        r = spec.resources
+        fallback = ", cpu fallback" if spec.train.cpu_fallback else ""
+        typer.echo(f"tensorize -> train@{name}   gpus={r.gpus} cpus={r.cpus} memory={r.memory_gb:g}GB{fallback}")
 
 
 @app.command()

@@ -52,3 +52,18 @@ class Layout:
     @property
     def data_card(self) -> Path:
         return self.tensors_dir / "data_card.json"
+
+    # train@NAME -> models/NAME
+    def model_dir(self, name: str) -> Path:
+        """The checkpoint folder (checkpoint.json + weights.safetensors)."""
+        return self.root / "models" / name / "model"
+
+    def train_metrics(self, name: str) -> Path:
+        return self.root / "models" / name / "train_metrics.json"
+
+    def train_curves(self, name: str) -> Path:
+        return self.root / "models" / name / "curves.csv"
+
+    def resume_dir(self, name: str) -> Path:
+        """Resumable training state: outside DVC's outputs, so DVC does not delete it before a re-run."""
+        return self.root / ".pokegen" / "resume" / name

@@ -7,6 +7,7 @@ message that names every bad key path; nothing is written.
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from pokegen.errors import ParamsError
+from pokegen.plugin import GenerativeModel, Resources, TrainSettings
 
 COURSE_BASE_URL = "http://speech.ee.ntu.edu.tw/~tlkagk/courses/ML_2016/Pokemon_creation"
 PUBLIC_MIRROR_URL = "https://raw.githubusercontent.com/SunnyHaze/PixelRNN-Pokemon-Creation/main"
@@ -90,10 +92,24 @@ class TensorizeParams(StrictModel):
     seed: int = Field(0, ge=0)
 
 
+class PipelineParams(StrictModel):
+    models: list[str] = ["pixelrnn", "vae", "gan"]  # each gets train@NAME (and evaluate@NAME) in dvc.yaml
+
+    @model_validator(mode="after")
+    def _unique(self) -> PipelineParams:
+        if len(set(self.models)) != len(self.models):
+            raise ValueError(f"models lists a model twice: {self.models}")
+        return self
+
+
 class Params(StrictModel):
     download: DownloadParams = DownloadParams()
     quantize: QuantizeParams = QuantizeParams()
     tensorize: TensorizeParams = TensorizeParams()
+    pipeline: PipelineParams = PipelineParams()
+    # models.<name>: the plugin's own Config keys, plus `train` (TrainSettings) and `resources` (Resources).
+    # Checked against each plugin by model_spec(), since only the plugin knows its keys.
+    models: dict[str, dict[str, Any]] = {}
 
     @model_validator(mode="after")
     def _fits_the_data(self) -> Params:
@@ -121,13 +137,11 @@ class Params(StrictModel):
         return self
 
 
-def _describe(error: dict[str, Any], raw: Any) -> str:
-    path = ".".join(str(part) for part in error["loc"])
+def _describe(error: Any, root_model: type[BaseModel] | None = None, prefix: tuple = ()) -> str:
+    root_model = root_model or Params
+    path = ".".join(str(part) for part in (*prefix, *error["loc"]))
     if error["type"] == "extra_forbidden":
-        parent = raw
-        for part in error["loc"][:-1]:
-            parent = parent.get(part, {}) if isinstance(parent, dict) else {}
-        model: Any = Params
+        model: Any = root_model
         for part in error["loc"][:-1]:
             field = model.model_fields.get(part) if isinstance(part, str) else None
             model = field.annotation if field is not None else None
@@ -156,16 +170,67 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"  - {_describe(err, raw)}" for err in exc.errors()]
+        lines = [f"  - {_describe(err)}" for err in exc.errors()]
         raise ParamsError(f"{source} is not valid:\n" + "\n".join(lines) + f"\nFix these keys in {source}.") from None
 
 
-def load_params(path: Path) -> Params:
-    """Read and validate params.yaml. Raises ParamsError naming the file and key."""
+def load_params(path: Path, *, check_models: bool = True) -> Params:
+    """Read and validate params.yaml, every listed model's settings included.
+
+    Raises ParamsError naming the file and every bad key.
+    """
     if not path.is_file():
         raise ParamsError(f"{path}: not found; run from the repository root or pass --params")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path} is not valid YAML: {exc}") from None
-    return parse_params(raw, str(path))
+    params = parse_params(raw, str(path))
+    if check_models:
+        model_specs(params, str(path))
+    return params
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model as params.yaml asks for it: its plugin, validated config, training settings and resources."""
+
+    name: str
+    plugin: type[GenerativeModel]
+    config: BaseModel
+    train: TrainSettings
+    resources: Resources
+
+
+def _validate(model: type[BaseModel], raw: Any, prefix: tuple, problems: list[str]) -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(f"  - {_describe(err, model, prefix)}" for err in exc.errors())
+        return None
+
+
+def model_specs(params: Params, source: str = "params.yaml") -> dict[str, ModelSpec]:
+    """Validate every model in pipeline.models against its plugin. Raises one ParamsError listing every problem."""
+    from pokegen.registry import get_plugin  # imports the plugins (and torch) only when models are checked
+
+    problems: list[str] = []
+    specs: dict[str, ModelSpec] = {}
+    for name in params.pipeline.models:
+        try:
+            plugin = get_plugin(name)
+        except ParamsError as exc:
+            problems.append(f"  - {exc}")
+            continue
+        if name not in params.models:
+            problems.append(f"  - models.{name}: missing; add `{name}: {{}}` under models (DVC tracks each model's section)")
+            continue
+        raw = dict(params.models[name] or {})
+        train = _validate(TrainSettings, {**plugin.train_defaults, **(raw.pop("train", None) or {})}, ("models", name, "train"), problems)
+        resources = _validate(Resources, {**plugin.resources.model_dump(), **(raw.pop("resources", None) or {})}, ("models", name, "resources"), problems)
+        config = _validate(plugin.Config, raw, ("models", name), problems)
+        if train is not None and resources is not None and config is not None:
+            specs[name] = ModelSpec(name, plugin, config, train, resources)
+    if problems:
+        raise ParamsError(f"{source} is not valid:\n" + "\n".join(problems) + f"\nFix these keys in {source}.")
+    return specs

@@ -3,22 +3,30 @@ pure functions, write outputs atomically. One function per stage, nothing else."
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import numpy as np
+import torch
 
 from pokegen import quantize as q
-from pokegen.artifacts import QuantizedSprites, RawData
+from pokegen.artifacts import QuantizedSprites, RawData, SpriteDataset
+from pokegen.checkpoint import save_checkpoint
+from pokegen.devices import choose_device
 from pokegen.download import MIRROR_ENV, Fetched, Progress, fetch, join_address
 from pokegen.errors import DataError, DownloadError
 from pokegen.fileio import remove_partials, sha256_file, sha256_tree, write_bytes_atomic, write_json_atomic
 from pokegen.images import palette_grid, png_bytes
 from pokegen.layout import Layout
-from pokegen.params import Params, QuantizeParams
+from pokegen.params import ModelSpec, Params, QuantizeParams, model_specs
+from pokegen.plugin import FitContext
+from pokegen.registry import plugin_info
 from pokegen.sprites import read_sprites
 from pokegen.tensorize import check_disjoint, data_card, split_sprites
 
@@ -172,6 +180,61 @@ def run_tensorize(params: Params, layout: Layout) -> dict:
     write_json_atomic(layout.data_card, card)
     log.info("tensorize: train %(train)d, val %(val)d, test %(test)d", card["counts"])
     return card
+
+
+def _fingerprint(spec: ModelSpec, data_sha256: str) -> str:
+    info = plugin_info(spec.name)
+    record = {
+        "plugin": info.target, "version": info.version, "config": spec.config.model_dump(mode="json"),
+        "train": spec.train.model_dump(mode="json"), "data": data_sha256,
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def run_train(params: Params, layout: Layout, name: str, context: FitContext | None = None) -> dict:
+    """Stage train@NAME: fit one model plugin on the train split; write its checkpoint, metrics and curves.
+
+    Resumable: the state after each epoch is kept in .pokegen/resume/NAME (outside DVC's outputs)
+    and used by the next run with the same plugin, config, settings and data.
+    """
+    spec = model_specs(params)[name]
+    dataset = SpriteDataset.load(layout.dataset)
+    data_sha256 = sha256_file(layout.dataset)
+    context = context or FitContext()
+    context.device = choose_device(name, spec.resources, spec.train.cpu_fallback)
+    context.resume_dir = layout.resume_dir(name)
+    fingerprint = _fingerprint(spec, data_sha256)
+    stamp = context.resume_dir / "fingerprint"
+    if context.resume_dir.exists() and (not stamp.is_file() or stamp.read_text() != fingerprint):
+        shutil.rmtree(context.resume_dir)  # state of another config or data set: start afresh
+    context.resume_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+
+    torch.manual_seed(spec.train.seed)  # the same initial weights for the same seed
+    train, val = dataset.splits["train"], dataset.splits["val"]
+    model = spec.plugin(spec.config, colors=len(dataset.palette), size=train.shape[1])
+    started = time.perf_counter()
+    history = model.fit(train, val, spec.train, context)
+    seconds = time.perf_counter() - started
+
+    monitor = getattr(model, "monitor", None)
+    best = min(history, key=lambda row: row[monitor]) if monitor and history and monitor in history[0] else history[-1]
+    summary = {
+        "epochs_run": len(history),
+        "best_epoch": int(best["epoch"]),
+        "device": context.device,
+        "train_seconds": round(seconds, 1),
+        "final": {key: value for key, value in history[-1].items() if key not in ("epoch", "seconds")},
+        "best": {key: value for key, value in best.items() if key not in ("epoch", "seconds")},
+    }
+    save_checkpoint(model, layout.model_dir(name), data_sha256=data_sha256, summary=summary)
+    write_json_atomic(layout.train_metrics(name), summary)
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    lines = [",".join(columns)] + [",".join(f"{row[c]:.6g}" if c in row else "" for c in columns) for row in history]
+    write_bytes_atomic(layout.train_curves(name), ("\n".join(lines) + "\n").encode())
+    shutil.rmtree(context.resume_dir)  # finished: nothing left to resume
+    log.info("train@%s: %d epochs in %.1fs on %s; best epoch %d", name, len(history), seconds, context.device, summary["best_epoch"])
+    return summary
 
 
 STAGES = {"download": run_download, "quantize": run_quantize, "tensorize": run_tensorize}

@@ -1,0 +1,3 @@
+from pokegen.plugins.gan.model import GAN, GANConfig
+
+__all__ = ["GAN", "GANConfig"]

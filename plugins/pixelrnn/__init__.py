@@ -1,0 +1,3 @@
+from pokegen.plugins.pixelrnn.model import PixelRNN, PixelRNNConfig
+
+__all__ = ["PixelRNN", "PixelRNNConfig"]

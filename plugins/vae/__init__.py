@@ -1,0 +1,3 @@
+from pokegen.plugins.vae.model import VAE, VAEConfig
+
+__all__ = ["VAE", "VAEConfig"]

@@ -1,0 +1,107 @@
+"""The model plugin contract: what a generative model class declares and answers.
+
+A plugin is a class registered under the entry-point group ``pokegen.models``::
+
+    [project.entry-points."pokegen.models"]
+    mymodel = "mypkg.model:MyModel"
+
+It declares:
+    name         the key users write in params.yaml (models.<name>)
+    Config       a pydantic model of its own settings (unknown keys are errors)
+    resources    Resources(gpus, cpus, memory_gb) its training task needs; users may override
+    likelihood   "exact", "bound" or None: what log_prob returns, if it has one
+
+and answers, for palette images of shape (n, size, size) with values < colors:
+    __init__(config, colors, size)      build an untrained model (the core seeds torch first)
+    fit(data, settings, context)        train; returns per-epoch history rows
+    sample(n, seed) -> (n, S, S) uint8  new sprites
+    state() / load_state(tensors)       weights as a flat {name: tensor}; save/load are in the core
+
+Optional capabilities, found by name and used by evaluation when present:
+    log_prob(images) -> (n,) float64    log-likelihood in nats, exact or a lower bound (see likelihood)
+    complete(images, mask, seed)        fill the pixels where mask is True
+    encode(images) / decode(codes)      a latent space
+
+Torch models subclass TorchModel instead: they supply ``module``, ``optimizers`` and
+``training_step`` (and ``validation_metrics``), and the core's loop in pokegen.training does
+seeding, epochs, early stopping, checkpoints, resume and progress.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+CAPABILITIES = ("log_prob", "complete", "encode", "decode")
+
+
+class Resources(BaseModel):
+    """What one training task needs. gpus > 0 means it needs that many GPUs (see TrainSettings.cpu_fallback)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    gpus: int = Field(0, ge=0)
+    cpus: int = Field(1, ge=1)
+    memory_gb: float = Field(2.0, gt=0)
+
+
+class TrainSettings(BaseModel):
+    """Training knobs every model has (models.<name>.train in params.yaml)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    patience: int | None = Field(None, ge=1, description="stop after this many epochs without a better validation score")
+    seed: int = Field(0, ge=0)
+    cpu_fallback: bool = Field(False, description="train on the CPU, with a warning, when the GPUs asked for are missing")
+
+
+@dataclass
+class FitContext:
+    """What the core hands to fit: where to keep resumable state, the device, and a progress callback."""
+
+    device: str = "cpu"
+    resume_dir: Path | None = None
+    on_epoch: Callable[[dict[str, float]], None] | None = None
+    on_batch: Callable[[int, int, int], None] | None = None  # (epoch, batch, batches), for a progress bar
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class GenerativeModel(ABC):
+    name: ClassVar[str]
+    Config: ClassVar[type[BaseModel]]
+    resources: ClassVar[Resources] = Resources()
+    likelihood: ClassVar[Literal["exact", "bound"] | None] = None
+    train_defaults: ClassVar[dict[str, Any]] = {}  # the plugin's own defaults for TrainSettings (epochs, lr, ...)
+
+    def __init__(self, config: BaseModel, colors: int, size: int) -> None:
+        self.config = config
+        self.colors = colors
+        self.size = size
+
+    @abstractmethod
+    def fit(self, train: np.ndarray, val: np.ndarray, settings: TrainSettings, context: FitContext) -> list[dict[str, float]]:
+        """Train on palette images; return one row of metrics per epoch."""
+
+    @abstractmethod
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """n new sprites as palette indices, (n, size, size) uint8."""
+
+    @abstractmethod
+    def state(self) -> dict[str, Any]:
+        """Weights as {name: torch.Tensor or numpy array}, enough for load_state to rebuild the model."""
+
+    @abstractmethod
+    def load_state(self, tensors: dict[str, Any]) -> None:
+        """Undo state()."""
+
+    @classmethod
+    def capabilities(cls) -> list[str]:
+        return [name for name in CAPABILITIES if callable(getattr(cls, name, None))]

@@ -1,0 +1,87 @@
+"""Find model plugins through the `pokegen.models` entry-point group.
+
+A plugin that fails to import or breaks the contract is listed with its error; the others
+still load. The built-ins are found exactly the same way as a third party's.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+
+from pydantic import BaseModel
+
+from pokegen.errors import ParamsError
+from pokegen.plugin import GenerativeModel, Resources
+
+GROUP = "pokegen.models"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    target: str  # "module:Class"
+    distribution: str
+    version: str
+    plugin: type[GenerativeModel] | None
+    error: str | None
+
+    @property
+    def capabilities(self) -> list[str]:
+        return self.plugin.capabilities() if self.plugin else []
+
+
+def check_plugin_class(plugin: object, name: str) -> type[GenerativeModel]:
+    """Check what can be checked without training; raise TypeError naming what is wrong."""
+    if not (isinstance(plugin, type) and issubclass(plugin, GenerativeModel)):
+        raise TypeError(f"{plugin!r} is not a subclass of pokegen.plugin.GenerativeModel")
+    if getattr(plugin, "name", None) != name:
+        raise TypeError(f"{plugin.__name__}.name is {getattr(plugin, 'name', None)!r}, but it is registered as {name!r}")
+    config = getattr(plugin, "Config", None)
+    if not (isinstance(config, type) and issubclass(config, BaseModel)):
+        raise TypeError(f"{plugin.__name__}.Config must be a pydantic BaseModel, got {config!r}")
+    if config.model_config.get("extra") != "forbid":
+        raise TypeError(f"{plugin.__name__}.Config must forbid unknown keys (model_config = ConfigDict(extra='forbid'))")
+    config()  # every setting needs a default
+    if not isinstance(plugin.resources, Resources):
+        raise TypeError(f"{plugin.__name__}.resources must be a pokegen.plugin.Resources")
+    if plugin.likelihood not in (None, "exact", "bound"):
+        raise TypeError(f"{plugin.__name__}.likelihood must be 'exact', 'bound' or None")
+    if (plugin.likelihood is None) == ("log_prob" in plugin.capabilities()):
+        raise TypeError(f"{plugin.__name__}: declare likelihood ('exact' or 'bound') exactly when it defines log_prob")
+    if ("encode" in plugin.capabilities()) != ("decode" in plugin.capabilities()):
+        raise TypeError(f"{plugin.__name__}: define both encode and decode, or neither")
+    return plugin
+
+
+def _load(entry: EntryPoint) -> PluginInfo:
+    dist = entry.dist
+    distribution, version = (dist.metadata["Name"], dist.version) if dist else ("?", "?")
+    try:
+        plugin = check_plugin_class(entry.load(), entry.name)
+        return PluginInfo(entry.name, entry.value, distribution, version, plugin, None)
+    except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the others
+        return PluginInfo(entry.name, entry.value, distribution, version, None, f"{type(exc).__name__}: {exc}")
+
+
+@functools.cache
+def discover() -> tuple[PluginInfo, ...]:
+    """Every registered plugin, sorted by name; broken ones carry their error."""
+    return tuple(sorted((_load(entry) for entry in entry_points(group=GROUP)), key=lambda info: info.name))
+
+
+def get_plugin(name: str, key: str = "pipeline.models") -> type[GenerativeModel]:
+    """The plugin class registered as ``name``. Raises ParamsError listing the known ones."""
+    found = {info.name: info for info in discover()}
+    if name not in found:
+        known = ", ".join(sorted(info.name for info in found.values() if info.plugin)) or "none"
+        raise ParamsError(f"{key}: no model plugin named {name!r} is installed (known: {known}); see `pokegen models`")
+    info = found[name]
+    if info.plugin is None:
+        raise ParamsError(f"{key}: model plugin {name!r} ({info.target}, {info.distribution} {info.version}) is broken: {info.error}")
+    return info.plugin
+
+
+def plugin_info(name: str) -> PluginInfo:
+    return {info.name: info for info in discover()}[name]

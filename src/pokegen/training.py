@@ -1,0 +1,169 @@
+"""The shared training loop for torch plugins: seed, epochs, early stop, checkpoint, resume, progress.
+
+A TorchModel supplies its network (``module``), its ``optimizers`` and a ``training_step``
+(most supply only ``loss``); this loop does everything else, once, for every plugin.
+
+Every epoch starts from torch.manual_seed(seed, epoch): shuffling, dropout and noise depend
+only on the seed and the epoch, so a run resumed from the checkpoint written after epoch e
+ends with the same weights as one that never stopped (on the CPU; GPU kernels may differ).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections import defaultdict
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from pokegen.errors import PokegenError
+from pokegen.fileio import atomic_path
+from pokegen.plugin import FitContext, GenerativeModel, TrainSettings
+
+log = logging.getLogger(__name__)
+RESUME_FILE = "resume.pt"
+
+
+class TrainingDiverged(PokegenError):
+    """Training produced NaN/inf or collapsed; the last good checkpoint is kept."""
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
+class TorchModel(GenerativeModel):
+    """Base for torch plugins. Subclasses set ``self.module`` in __init__ and define ``loss``
+    (or override ``training_step``, as a GAN does) and ``validation_metrics``."""
+
+    module: nn.Module
+    monitor: ClassVar[str | None] = "val_bits_per_pixel"  # lower is better; None: no early stopping, keep the last epoch
+
+    def optimizers(self, settings: TrainSettings) -> list[torch.optim.Optimizer]:
+        return [torch.optim.AdamW(self.module.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)]
+
+    def loss(self, batch: torch.Tensor) -> torch.Tensor:
+        """Mean training loss of a batch of palette images (B, S, S) int64."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither loss nor training_step")
+
+    def training_step(self, batch: torch.Tensor, optimizers: list[torch.optim.Optimizer], step: int) -> dict[str, float]:
+        (optimizer,) = optimizers
+        loss = self.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.module.parameters(), 1.0)
+        optimizer.step()
+        return {"loss": loss.item()}
+
+    def validation_metrics(self, val: torch.Tensor, epoch: int) -> dict[str, float]:
+        """Metrics on the validation split after epoch ``epoch`` (1-based), in eval mode without gradients."""
+        return {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def fit(self, train: np.ndarray, val: np.ndarray, settings: TrainSettings, context: FitContext) -> list[dict[str, float]]:
+        return run_training(self, train, val, settings, context)
+
+    def state(self) -> dict[str, Any]:
+        return {name: tensor.detach().cpu() for name, tensor in self.module.state_dict().items()}
+
+    def load_state(self, tensors: dict[str, Any]) -> None:
+        self.module.load_state_dict({name: torch.as_tensor(value) for name, value in tensors.items()})
+
+
+def _batches(count: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    order = torch.randperm(count, generator=generator)
+    return [order[i : i + batch_size] for i in range(0, count, batch_size)]
+
+
+def run_training(model: TorchModel, train: np.ndarray, val: np.ndarray, settings: TrainSettings, context: FitContext) -> list[dict[str, float]]:
+    """Train ``model`` in place; return one metrics row per epoch. Raises TrainingDiverged."""
+    device = torch.device(context.device)
+    model.module.to(device)
+    optimizers = model.optimizers(settings)
+    train_t = torch.as_tensor(train, dtype=torch.long)
+    val_t = torch.as_tensor(val, dtype=torch.long).to(device)
+    resume = context.resume_dir / RESUME_FILE if context.resume_dir else None
+
+    history: list[dict[str, float]] = []
+    best_score, best_state, stale = math.inf, None, 0
+    if resume is not None and resume.is_file():
+        saved = torch.load(resume, map_location=device, weights_only=True)
+        model.module.load_state_dict(saved["module"])
+        for optimizer, state in zip(optimizers, saved["optimizers"], strict=True):
+            optimizer.load_state_dict(state)
+        history, best_score, best_state, stale = saved["history"], saved["best_score"], saved["best_state"], saved["stale"]
+        log.info("%s: resuming after epoch %d from %s", model.name, len(history), resume)
+
+    for epoch in range(len(history), settings.epochs):
+        if settings.patience is not None and stale >= settings.patience:
+            break
+        started = time.perf_counter()
+        torch.manual_seed(epoch_seed(settings.seed, epoch))
+        generator = torch.Generator().manual_seed(epoch_seed(settings.seed, epoch))
+        model.module.train()
+        sums: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)  # a GAN reports its generator loss on some steps only
+        batches = _batches(len(train_t), settings.batch_size, generator)
+        for step, index in enumerate(batches):
+            metrics = model.training_step(train_t[index].to(device), optimizers, step)
+            if context.on_batch:
+                context.on_batch(epoch + 1, step + 1, len(batches))
+            bad = [key for key, value in metrics.items() if not math.isfinite(value)]
+            if bad:
+                raise TrainingDiverged(
+                    f"{model.name}: {', '.join(bad)} became {metrics[bad[0]]} in epoch {epoch + 1}, batch {step + 1}. "
+                    f"The last good checkpoint is kept{f' at {resume}' if resume else ''}; lower models.{model.name}.train.lr "
+                    "or change the seed, then run again."
+                )
+            for key, value in metrics.items():
+                sums[key] += value
+                counts[key] += 1
+        row: dict[str, float] = {"epoch": epoch + 1, **{f"train_{key}": sums[key] / counts[key] for key in sums}}
+        model.module.eval()
+        with torch.no_grad():
+            row.update(model.validation_metrics(val_t, epoch + 1))
+        row["seconds"] = round(time.perf_counter() - started, 3)
+        history.append(row)
+
+        if model.monitor is not None:
+            score = row[model.monitor]
+            if score < best_score:
+                best_score, best_state, stale = score, copy.deepcopy(model.module.state_dict()), 0
+            else:
+                stale += 1
+        if context.on_epoch:
+            context.on_epoch(row)
+        log.info("%s epoch %d/%d: %s", model.name, epoch + 1, settings.epochs, _describe(row))
+        if resume is not None:
+            with atomic_path(resume) as tmp:
+                state = {
+                    "module": model.module.state_dict(),
+                    "optimizers": [optimizer.state_dict() for optimizer in optimizers],
+                    "history": history,
+                    "best_score": best_score,
+                    "best_state": best_state,
+                    "stale": stale,
+                }
+                torch.save(state, tmp)
+
+    if best_state is not None:
+        model.module.load_state_dict(best_state)  # the best validation epoch, not the last
+    return history
+
+
+def _describe(row: dict[str, float]) -> str:
+    return ", ".join(f"{key} {value:.4g}" for key, value in row.items() if key != "epoch")
+
+
+def bits_per_pixel(nats_per_image: torch.Tensor | np.ndarray, pixels: int) -> float:
+    """Mean bits per pixel from per-image negative log-likelihoods in nats."""
+    return float(np.mean(np.asarray(nats_per_image, dtype=np.float64)) / (pixels * math.log(2)))
+
