@@ -94,7 +94,7 @@ class GAN(TorchModel):
     Config = GANConfig
     resources = Resources(gpus=0, cpus=2, memory_gb=2)
     monitor = None  # no likelihood to stop early on: train every epoch, keep the last
-    train_defaults = {"epochs": 150, "batch_size": 64, "lr": 2e-4}
+    train_defaults = {"epochs": 100, "batch_size": 64, "lr": 2e-4, "grad_clip": None}
 
     def __init__(self, config: GANConfig, colors: int, size: int) -> None:
         super().__init__(config, colors, size)

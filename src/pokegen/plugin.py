@@ -58,6 +58,7 @@ class TrainSettings(BaseModel):
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0, description="clip the gradient norm to this (None: no clipping)")
     patience: int | None = Field(None, ge=1, description="stop after this many epochs without a better validation score")
     seed: int = Field(0, ge=0)
     cpu_fallback: bool = Field(False, description="train on the CPU, with a warning, when the GPUs asked for are missing")

@@ -84,4 +84,8 @@ def get_plugin(name: str, key: str = "pipeline.models") -> type[GenerativeModel]
 
 
 def plugin_info(name: str) -> PluginInfo:
-    return {info.name: info for info in discover()}[name]
+    """Registry entry of ``name``. Raises ParamsError if no entry point registers it."""
+    found = {info.name: info for info in discover()}
+    if name not in found:
+        raise ParamsError(f"model {name!r} is not registered under the entry-point group {GROUP!r}; install its package")
+    return found[name]

@@ -42,6 +42,7 @@ class TorchModel(GenerativeModel):
     (or override ``training_step``, as a GAN does) and ``validation_metrics``."""
 
     module: nn.Module
+    settings: TrainSettings  # set by the training loop before the first step
     monitor: ClassVar[str | None] = "val_bits_per_pixel"  # lower is better; None: no early stopping, keep the last epoch
 
     def optimizers(self, settings: TrainSettings) -> list[torch.optim.Optimizer]:
@@ -56,7 +57,8 @@ class TorchModel(GenerativeModel):
         loss = self.loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(self.module.parameters(), 1.0)
+        if self.settings.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.module.parameters(), self.settings.grad_clip)
         optimizer.step()
         return {"loss": loss.item()}
 
@@ -87,6 +89,7 @@ def run_training(model: TorchModel, train: np.ndarray, val: np.ndarray, settings
     """Train ``model`` in place; return one metrics row per epoch. Raises TrainingDiverged."""
     device = torch.device(context.device)
     model.module.to(device)
+    model.settings = settings
     optimizers = model.optimizers(settings)
     train_t = torch.as_tensor(train, dtype=torch.long)
     val_t = torch.as_tensor(val, dtype=torch.long).to(device)
