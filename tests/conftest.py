@@ -203,14 +203,31 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: boo
     return result
 
 
-def make_repo(path: Path, params_yaml: str | None = None) -> Path:
-    """A temporary git repository holding the project's pipeline files (not its data or lock)."""
+# The built-in models at a size that trains in seconds (the real sizes are the point of the benchmarks).
+TINY_MODELS = {
+    "pixelrnn": {"hidden": 16, "train": {"epochs": 2, "batch_size": 64, "lr": 0.01}},
+    "vae": {"latent_dim": 10, "channels": 8, "embed": 4, "iw_samples": 4, "train": {"epochs": 2, "batch_size": 64}},
+    "gan": {"channels": 8, "latent_dim": 8, "train": {"epochs": 2, "batch_size": 64}},
+}
+
+
+def make_repo(path: Path, models: dict | None = None, **sections: dict) -> Path:
+    """A temporary git repository holding the project's pipeline files (not its data or lock).
+
+    Its params.yaml is the project's, with tiny models (or ``models``) and any ``sections`` merged in.
+    """
+    import yaml
+
     path.mkdir(parents=True)
     for name in PROJECT_FILES:
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO_ROOT / name, path / name)
-    if params_yaml is not None:
-        (path / "params.yaml").write_text(params_yaml)
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["models"] = models if models is not None else TINY_MODELS
+    params["pipeline"] = {"models": list(params["models"])}
+    for section, values in sections.items():
+        params.setdefault(section, {}).update(values)
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], path)
     run(["git", "add", "-A"], path)
     run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "pipeline"], path)

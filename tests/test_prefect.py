@@ -11,6 +11,7 @@ import yaml
 from conftest import CourseServer, make_repo, run
 
 pytestmark = pytest.mark.slow
+STAGES = ["download", "quantize", "tensorize", "train@pixelrnn", "train@vae", "train@gan"]
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +48,9 @@ def test_the_flow_leaves_the_same_lock_and_a_clean_status(prefect_api: None, tmp
 
     state = pokemon_pipeline(root=str(by_prefect), return_state=True)
     assert state.is_completed()
-    assert state.result() == {"download": "ran", "quantize": "ran", "tensorize": "ran"}
+    assert state.result() == {stage: "ran" for stage in STAGES}
     names = sorted(task_run.name.rsplit("-", 1)[0] for task_run in _task_runs(state.state_details.flow_run_id))
-    assert names == ["download", "quantize", "tensorize"], "each stage is its own Prefect task run"
+    assert names == sorted(STAGES), "each stage is its own Prefect task run"
 
     assert yaml.safe_load((by_prefect / "dvc.lock").read_text()) == yaml.safe_load((by_dvc / "dvc.lock").read_text())
     assert "up to date" in run(["dvc", "status"], by_prefect).stdout
@@ -57,7 +58,7 @@ def test_the_flow_leaves_the_same_lock_and_a_clean_status(prefect_api: None, tmp
     assert run(["git", "status", "--porcelain"], by_prefect).stdout == run(["git", "status", "--porcelain"], by_dvc).stdout
     assert _cache_entries(by_prefect) == _cache_entries(by_dvc), "the same objects and run-cache entries"
 
-    assert pokemon_pipeline(root=str(by_prefect)) == {"download": "up to date", "quantize": "up to date", "tensorize": "up to date"}
+    assert pokemon_pipeline(root=str(by_prefect)) == {stage: "up to date" for stage in STAGES}
 
 
 def test_a_failing_download_is_retried_by_prefect(prefect_api: None, tmp_path: Path, course_server: CourseServer, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,13 +67,33 @@ def test_a_failing_download_is_retried_by_prefect(prefect_api: None, tmp_path: P
     # The flaky route answers 503 twice per file before serving it; with the stage's own retries off,
     # only Prefect's task retries get the three files through. Delays are zeroed to keep the test fast.
     monkeypatch.setitem(pipeline.TASKS, "download", pipeline.TASKS["download"].with_options(retries=6, retry_delay_seconds=0))
-    repo = make_repo(tmp_path / "repo")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["download"].update(course_urls=[course_server.url("flaky")], retries=0)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    repo = make_repo(tmp_path / "repo", models={}, download={"course_urls": [course_server.url("flaky")], "retries": 0})
 
     state = pipeline.pokemon_pipeline(root=str(repo), return_state=True)
     assert state.is_completed()
     (download,) = [t for t in _task_runs(state.state_details.flow_run_id) if t.name.startswith("download")]
     assert download.run_count == 7  # 3 files x 2 refusals, then success
     assert pipeline.TASKS["download"].retries >= 1, "the shipped flow retries downloads"
+
+
+def test_a_gpu_training_is_tagged_and_held_to_the_gpu_limit(prefect_api: None, tmp_path: Path, course_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.client.orchestration import get_client
+
+    from pokegen.flows.pipeline import GPU_LIMIT, gpu_slots, pokemon_pipeline
+
+    monkeypatch.setenv("POKEGEN_DATA_MIRROR", str(course_data))
+    # This machine has no GPU: the model asks for one and allows the CPU, so it runs, tagged and limited.
+    models = {"vae": {"channels": 8, "embed": 4, "iw_samples": 4, "train": {"epochs": 1, "cpu_fallback": True}, "resources": {"gpus": 1}}}
+    repo = make_repo(tmp_path / "repo", models=models)
+    state = pokemon_pipeline(root=str(repo), return_state=True)
+    assert state.is_completed()
+    (training,) = [t for t in _task_runs(state.state_details.flow_run_id) if t.name.startswith("train@vae")]
+    assert "gpu" in training.tags and "model:vae" in training.tags
+
+    async def read_limit():
+        async with get_client() as client:
+            return await client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+
+    limit = asyncio.run(read_limit())
+    assert limit.limit == gpu_slots() == 1
+    assert limit.active_slots == 0, "the training released its GPU slot"

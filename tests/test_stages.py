@@ -89,7 +89,7 @@ def _own_sprites_repo(tmp_path: Path, **quantize: object) -> Path:
     archive.write_bytes(sprite_zip(24))
     repo = tmp_path / "repo"
     repo.mkdir()
-    params = {"download": {"sprites": str(archive)}, "quantize": {"colors": 16, **quantize}, "tensorize": {"val": 4, "test": 4}}
+    params = {"download": {"sprites": str(archive)}, "quantize": {"colors": 16, **quantize}, "tensorize": {"val": 4, "test": 4}, "pipeline": {"models": []}}
     (repo / "params.yaml").write_text(json.dumps(params))
     return repo
 

@@ -223,9 +223,8 @@ def run_train(params: Params, layout: Layout, name: str, context: FitContext | N
         "epochs_run": len(history),
         "best_epoch": int(best["epoch"]),
         "device": context.device,
-        "train_seconds": round(seconds, 1),
-        "final": {key: value for key, value in history[-1].items() if key not in ("epoch", "seconds")},
-        "best": {key: value for key, value in best.items() if key not in ("epoch", "seconds")},
+        "final": {key: value for key, value in history[-1].items() if key != "epoch"},
+        "best": {key: value for key, value in best.items() if key != "epoch"},
     }
     save_checkpoint(model, layout.model_dir(name), data_sha256=data_sha256, summary=summary)
     write_json_atomic(layout.train_metrics(name), summary)

@@ -1,0 +1,247 @@
+"""Issue 3: the plugin API, registry, built-in models, shared training loop and train@MODEL stage."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import BIN, REPO_ROOT, run
+
+from pokegen.artifacts import SpriteDataset
+from pokegen.checkpoint import load_checkpoint
+from pokegen.layout import Layout
+from pokegen.plugin import FitContext, TrainSettings
+from pokegen.plugins.gan import GAN, GANConfig
+from pokegen.plugins.pixelrnn import PixelRNN, PixelRNNConfig
+from pokegen.plugins.vae import VAE, VAEConfig
+from pokegen.registry import discover
+from pokegen.testing import check_model, toy_sprites
+
+TINY = {
+    "pixelrnn": {"hidden": 16},
+    "vae": {"channels": 8, "embed": 4, "iw_samples": 4},
+    "gan": {"channels": 8, "latent_dim": 8},
+}
+
+
+@pytest.mark.parametrize("plugin", [PixelRNN, VAE, GAN], ids=lambda p: p.name)
+def test_the_built_ins_keep_the_contract(plugin) -> None:
+    ran = check_model(plugin, TINY[plugin.name])
+    assert {"declaration", "fit", "sample", "seeding", "save/load"} <= set(ran)
+    for capability in plugin.capabilities():
+        assert any(capability in name for name in ran), f"{capability} was not checked"
+
+
+@pytest.mark.parametrize(
+    ("plugin", "config", "loss"),
+    [
+        (PixelRNN, PixelRNNConfig(hidden=32, dropout=0.0), "train_loss"),
+        (VAE, VAEConfig(channels=8, embed=4), "train_loss"),
+        (GAN, GANConfig(channels=16, latent_dim=8, critic_steps=2), "train_critic_loss"),
+    ],
+    ids=["pixelrnn", "vae", "gan"],
+)
+def test_a_tiny_config_learns(plugin, config, loss: str) -> None:
+    data = toy_sprites(count=64)
+    torch.manual_seed(0)
+    model = plugin(config, colors=6, size=8)
+    settings = TrainSettings(**{**plugin.train_defaults, "epochs": 6, "batch_size": 16, "patience": None})
+    history = model.fit(data[:56], data[56:], settings, FitContext())
+    assert history[-1][loss] < history[0][loss], [row[loss] for row in history]
+
+
+def test_pixelrnn_next_pixel_distributions_sum_to_one_over_the_palette() -> None:
+    torch.manual_seed(0)
+    model = PixelRNN(PixelRNNConfig(hidden=16), colors=167, size=20)
+    images = np.random.default_rng(0).integers(0, 167, (3, 20, 20)).astype(np.uint8)
+    probabilities = model.pixel_distributions(images)
+    assert probabilities.shape == (3, 400, 167)
+    assert np.allclose(probabilities.sum(axis=-1), 1.0, atol=1e-5)
+    # and log_prob is exactly the sum of the log-probabilities of the pixels that are there
+    picked = np.take_along_axis(probabilities, images.reshape(3, 400, 1).astype(np.int64), axis=-1)[..., 0]
+    assert np.allclose(model.log_prob(images), np.log(picked).sum(axis=1), rtol=1e-4)
+
+
+def test_pixelrnn_samples_with_temperature_and_completes_the_lower_half() -> None:
+    torch.manual_seed(0)
+    model = PixelRNN(PixelRNNConfig(hidden=16), colors=10, size=6)
+    samples = model.sample(4, seed=3)
+    assert samples.shape == (4, 6, 6) and samples.max() < 10
+    images = toy_sprites(count=4, colors=10, size=6)
+    mask = np.zeros(images.shape, dtype=bool)
+    mask[:, 3:] = True
+    completed = model.complete(images, mask, seed=0)
+    assert np.array_equal(completed[:, :3], images[:, :3])
+    holes = np.zeros(images.shape, dtype=bool)
+    holes[:, 1, 1] = True  # not a raster suffix
+    with pytest.raises(ValueError, match="raster suffix"):
+        model.complete(images, holes)
+
+
+def test_vae_bounds_are_ordered_and_codes_have_the_lectures_size() -> None:
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(channels=8, embed=4), colors=6, size=8)
+    data = toy_sprites(count=64)
+    model.fit(data[:56], data[56:], TrainSettings(epochs=3, batch_size=16), FitContext())
+    val = data[56:]
+    assert model.encode(val).shape == (8, 10)
+    elbo, iwae = model.elbo(val).mean(), model.log_prob(val, samples=64).mean()
+    assert iwae >= elbo - 1e-3, "the importance-weighted bound is at least the ELBO"
+    # k = 1 estimates the ELBO with a sampled KL instead of the closed form: the same bound, other noise.
+    assert np.isclose(model.log_prob(val, samples=1).mean(), elbo, rtol=0.02)
+
+
+# --- registry and listing ------------------------------------------------------------------
+
+
+def _fake_distribution(site: Path, entries: dict[str, str], modules: dict[str, str]) -> dict[str, str]:
+    """A real installed distribution (dist-info + modules) on a PYTHONPATH folder, registering ``entries``."""
+    info = site / "broken_plugins-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugins\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[pokegen.models]\n" + "".join(f"{k} = {v}\n" for k, v in entries.items()))
+    for name, source in modules.items():
+        (site / f"{name}.py").write_text(source)
+    return {"PYTHONPATH": str(site)}
+
+
+def test_broken_plugins_are_listed_with_their_error_and_the_others_still_load(tmp_path: Path) -> None:
+    bad_config = "from pokegen.plugins.vae import VAE\nclass Loose(VAE):\n    name = 'loose'\n    class Config: pass\n"
+    env = _fake_distribution(
+        tmp_path / "site",
+        {"ghost": "no_such_module:Model", "loose": "loose_plugin:Loose"},
+        {"loose_plugin": bad_config},
+    )
+    listing = run(["pokegen", "models"], tmp_path, env=env).stdout
+    assert "ghost" in listing and "ModuleNotFoundError" in listing
+    assert "loose" in listing and "must be a pydantic BaseModel" in listing
+    for name in ("pixelrnn", "vae", "gan"):
+        assert any(line.split("│")[1].strip() == name and "ok" in line for line in listing.splitlines() if "│" in line)
+
+
+def test_the_listing_shows_distribution_version_capabilities_and_resources() -> None:
+    found = {info.name: info for info in discover()}
+    assert {"pixelrnn", "vae", "gan"} <= set(found)
+    assert found["pixelrnn"].distribution == "pokegen" and found["pixelrnn"].capabilities == ["log_prob", "complete"]
+    assert found["vae"].capabilities == ["log_prob", "encode", "decode"] and found["vae"].plugin.likelihood == "bound"
+    assert found["gan"].capabilities == [] and found["gan"].plugin.likelihood is None
+    listing = run(["pokegen", "models"], REPO_ROOT).stdout
+    assert "log_prob, encode, decode" in listing and "gpus=0 cpus=2" in listing
+
+
+def test_an_unknown_model_fails_validation_with_the_known_ones(tmp_path: Path) -> None:
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["pipeline"]["models"] = ["pixelrnn", "vea"]
+    params["models"]["pixelrnn"]["hiden"] = 3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = run(["pokegen", "params", "check"], tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "no model plugin named 'vea'" in result.stderr and "known: gan, pixelrnn, vae" in result.stderr
+    assert "models.pixelrnn.hiden: unknown key (did you mean 'hidden'?)" in result.stderr
+
+
+# --- the train stage -----------------------------------------------------------------------
+
+
+def _train_repo(path: Path, models: dict) -> Path:
+    """A folder with a tiny data set already tensorized and params.yaml naming ``models``."""
+    path.mkdir(parents=True)
+    data = toy_sprites(count=48, colors=6, size=8)
+    palette = np.random.default_rng(0).integers(0, 256, (6, 3)).astype(np.uint8)
+    splits = {"train": data[:40], "val": data[40:44], "test": data[44:]}
+    SpriteDataset(palette, splits, {k: tuple(f"{k}{i}" for i in range(len(v))) for k, v in splits.items()}).save(Layout(path).dataset)
+    (path / "params.yaml").write_text(yaml.safe_dump({"pipeline": {"models": list(models)}, "models": models}))
+    return path
+
+
+def test_train_writes_a_readable_checkpoint_metrics_and_curves(tmp_path: Path) -> None:
+    repo = _train_repo(tmp_path / "repo", {"vae": {**TINY["vae"], "train": {"epochs": 3}}})
+    run(["pokegen", "train", "vae"], repo)
+    layout = Layout(repo)
+    record = json.loads((layout.model_dir("vae") / "checkpoint.json").read_text())
+    assert record["plugin"] == "vae" and record["distribution"] == "pokegen" and record["config"]["latent_dim"] == 10
+    assert len(record["data_sha256"]) == 64 and record["training"]["epochs_run"] == 3
+    assert (layout.model_dir("vae") / "weights.safetensors").read_bytes()[8:9] == b"{", "safetensors, not a pickle"
+    model = load_checkpoint(layout.model_dir("vae"))
+    assert model.sample(2).shape == (2, 8, 8)
+    curves = (layout.train_curves("vae")).read_text().splitlines()
+    assert curves[0].startswith("epoch,") and len(curves) == 4
+    assert json.loads(layout.train_metrics("vae").read_text())["best"]["val_bits_per_pixel"] > 0
+    assert not layout.resume_dir("vae").exists(), "a finished training leaves nothing to resume"
+
+
+def test_a_killed_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    models = {"pixelrnn": {"hidden": 64, "train": {"epochs": 8, "batch_size": 8}}}
+    whole = _train_repo(tmp_path / "whole", models)
+    run(["pokegen", "train", "pixelrnn"], whole)
+
+    killed = _train_repo(tmp_path / "killed", models)
+    resume = Layout(killed).resume_dir("pixelrnn") / "resume.pt"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    process = subprocess.Popen(["pokegen", "train", "pixelrnn"], cwd=killed, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not resume.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the training ended before it could be killed"
+    epochs_done = len(torch.load(resume, weights_only=True)["history"])
+    assert 1 <= epochs_done < 8
+
+    again = run(["pokegen", "train", "pixelrnn"], killed)
+    assert f"resuming after epoch {epochs_done}" in again.stderr
+    weights = lambda repo: (Layout(repo).model_dir("pixelrnn") / "weights.safetensors").read_bytes()  # noqa: E731
+    assert weights(killed) == weights(whole)
+    assert Layout(killed).train_curves("pixelrnn").read_text() == Layout(whole).train_curves("pixelrnn").read_text()
+
+
+def test_a_gpu_request_on_a_cpu_machine_fails_clearly_unless_fallback_is_allowed(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the request would be met")
+    strict = _train_repo(tmp_path / "strict", {"vae": {**TINY["vae"], "resources": {"gpus": 1}}})
+    result = run(["pokegen", "train", "vae"], strict, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "models.vae.resources.gpus = 1, but this machine has 0 GPU(s)" in result.stderr
+    assert "cpu_fallback: true" in result.stderr
+    assert not Layout(strict).model_dir("vae").exists()
+
+    lenient = _train_repo(tmp_path / "lenient", {"vae": {**TINY["vae"], "resources": {"gpus": 1}, "train": {"epochs": 1, "cpu_fallback": True}}})
+    result = run(["pokegen", "train", "vae"], lenient)
+    assert "training on the CPU" in result.stderr
+    assert json.loads(Layout(lenient).train_metrics("vae").read_text())["device"] == "cpu"
+
+
+def test_plan_prints_each_task_with_its_resources(tmp_path: Path) -> None:
+    repo = _train_repo(tmp_path / "repo", {"vae": {"resources": {"gpus": 2, "cpus": 4}}, "gan": {}})
+    out = run(["pokegen", "plan"], repo).stdout
+    assert "train@vae   gpus=2 cpus=4" in out and "train@gan   gpus=0 cpus=2" in out
+
+
+# --- a third-party plugin ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_example_plugin_installs_lists_and_trains(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    run(["pip", "install", "-q", "--no-deps", "--target", str(site), str(REPO_ROOT / "examples" / "pokegen-mixture")], tmp_path)
+    env = {"PYTHONPATH": str(site)}
+    listing = run(["pokegen", "models"], tmp_path, env=env).stdout
+    row = next(line for line in listing.splitlines() if "│ mixture" in line)
+    assert "pokegen-mixture" in row and "0.1.0" in row and "log_prob, complete" in row and "ok" in row
+
+    repo = _train_repo(tmp_path / "repo", {"mixture": {"components": 3, "train": {"epochs": 5}}, "vae": TINY["vae"]})
+    run(["pokegen", "train", "mixture"], repo, env=env)
+    record = json.loads((Layout(repo).model_dir("mixture") / "checkpoint.json").read_text())
+    assert record["distribution"] == "pokegen-mixture" and record["class"] == "pokegen_mixture.model:CategoricalMixture"
+    curves = Layout(repo).train_curves("mixture").read_text().splitlines()
+    assert len(curves) == 6 and float(curves[-1].split(",")[1]) < float(curves[1].split(",")[1]), "EM lowers the bits/pixel"
+    contract = run(["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO_ROOT / "examples/pokegen-mixture/tests")], tmp_path, env=env)
+    assert "1 passed" in contract.stdout
