@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from pokegen.plugin import Resources
+from pokegen.plugin import Resources, bits_per_pixel
 from pokegen.training import TorchModel
 
 
@@ -65,7 +65,7 @@ class PixelRNN(TorchModel):
 
     def validation_metrics(self, val: torch.Tensor, epoch: int) -> dict[str, float]:
         nats = torch.cat([self._nats_per_image(chunk) for chunk in val.split(256)])
-        return {"val_bits_per_pixel": (nats.mean() / (self.size * self.size * np.log(2))).item()}
+        return {"val_bits_per_pixel": bits_per_pixel(nats, self.size * self.size)}
 
     @torch.no_grad()
     def pixel_distributions(self, images: np.ndarray) -> np.ndarray:

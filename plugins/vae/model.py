@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from pokegen.plugin import Resources
+from pokegen.plugin import Resources, bits_per_pixel
 from pokegen.training import TorchModel
 
 
@@ -94,10 +94,10 @@ class VAE(TorchModel):
 
     def validation_metrics(self, val: torch.Tensor, epoch: int) -> dict[str, float]:
         reconstruction, kl = self._terms(val)
-        pixels_ln2 = self.size * self.size * math.log(2)
+        pixels = self.size * self.size
         return {
-            "val_bits_per_pixel": ((reconstruction + kl).mean() / pixels_ln2).item(),  # the ELBO, as bits/pixel
-            "val_kl_bits_per_pixel": (kl.mean() / pixels_ln2).item(),
+            "val_bits_per_pixel": bits_per_pixel(reconstruction + kl, pixels),  # the ELBO, as bits/pixel
+            "val_kl_bits_per_pixel": bits_per_pixel(kl, pixels),
         }
 
     def _generator(self, seed: int) -> torch.Generator:

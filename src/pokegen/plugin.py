@@ -29,6 +29,7 @@ seeding, epochs, early stopping, checkpoints, resume and progress.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 CAPABILITIES = ("log_prob", "complete", "encode", "decode")
+
+
+def bits_per_pixel(nats_per_image: Any, pixels: int) -> float:
+    """Mean bits per pixel from per-image negative log-likelihoods in nats (a numpy array or torch tensor)."""
+    return float(nats_per_image.mean()) / (pixels * math.log(2))
 
 
 class Resources(BaseModel):

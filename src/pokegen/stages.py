@@ -24,7 +24,7 @@ from pokegen.errors import DataError, DownloadError
 from pokegen.fileio import remove_partials, sha256_file, sha256_tree, write_bytes_atomic, write_json_atomic
 from pokegen.images import palette_grid, png_bytes
 from pokegen.layout import Layout
-from pokegen.params import ModelSpec, Params, QuantizeParams, model_specs
+from pokegen.params import COURSE_CROP, ModelSpec, Params, QuantizeParams, model_specs
 from pokegen.plugin import FitContext
 from pokegen.registry import plugin_info
 from pokegen.sprites import read_sprites
@@ -157,11 +157,11 @@ def _course_reference(raw: RawData, qp: QuantizeParams, crops: np.ndarray | None
     """
     if not raw.is_course or raw.course_pixels is None or raw.course_colormap is None:
         return None
-    if qp.size != 20 or qp.fit != "crop":
+    if qp.size != COURSE_CROP or qp.fit != "crop":
         return None
     if crops is None:
-        _, crops = read_sprites(raw.sprites, 20, "crop")
-    palette, indices = q.read_course_images(raw.course_pixels, raw.course_colormap, 20)
+        _, crops = read_sprites(raw.sprites, COURSE_CROP, "crop")
+    palette, indices = q.read_course_images(raw.course_pixels, raw.course_colormap, COURSE_CROP)
     course_rgb = palette[indices]
     nearest = q.match_to_crops(course_rgb, crops)
     reference = q.reconstruction_error(crops[nearest], course_rgb)

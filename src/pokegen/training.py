@@ -166,7 +166,3 @@ def _describe(row: dict[str, float]) -> str:
     return ", ".join(f"{key} {value:.4g}" for key, value in row.items() if key != "epoch")
 
 
-def bits_per_pixel(nats_per_image: torch.Tensor | np.ndarray, pixels: int) -> float:
-    """Mean bits per pixel from per-image negative log-likelihoods in nats."""
-    return float(np.mean(np.asarray(nats_per_image, dtype=np.float64)) / (pixels * math.log(2)))
-

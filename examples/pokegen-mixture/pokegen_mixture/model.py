@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.special import logsumexp
 
-from pokegen.plugin import FitContext, GenerativeModel, Resources, TrainSettings
+from pokegen.plugin import FitContext, GenerativeModel, Resources, TrainSettings, bits_per_pixel
 
 
 class MixtureConfig(BaseModel):
@@ -53,11 +53,11 @@ class CategoricalMixture(GenerativeModel):
             self.log_weights = np.log(weights / weights.sum())
             joint = self._joint(train)  # E step
             responsibilities = np.exp(joint - logsumexp(joint, axis=1, keepdims=True))
-            pixels_ln2 = self.size * self.size * np.log(2)
+            pixels = self.size * self.size
             row = {
                 "epoch": epoch,
-                "train_bits_per_pixel": float(-logsumexp(joint, axis=1).mean() / pixels_ln2),
-                "val_bits_per_pixel": float(-self.log_prob(val).mean() / pixels_ln2),
+                "train_bits_per_pixel": bits_per_pixel(-logsumexp(joint, axis=1), pixels),
+                "val_bits_per_pixel": bits_per_pixel(-self.log_prob(val), pixels),
             }
             history.append(row)
             if context.on_epoch:
