@@ -1,6 +1,6 @@
 """The `pokemon-pipeline` Prefect flow: the DAG of dvc.yaml, each stage a Prefect task.
 
-    download -> quantize -> tensorize -> train@MODEL (one per model in pipeline.models)
+    download -> quantize -> tensorize -> train@MODEL -> evaluate@MODEL -> report
 
 A stage runs only when DVC says it changed, and is recorded in dvc.lock and the DVC
 cache by DVC itself (flows/dvc_stages.py): after this flow, `dvc status` is clean.
@@ -18,12 +18,15 @@ from pathlib import Path
 
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "pokegen")  # core logs show in the Prefect UI
 
+from pokegen.flows import dvc_stages  # noqa: E402
+from pokegen.flows.runners import placed, task_runner  # noqa: E402
 from prefect import flow, get_client, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_table_artifact  # noqa: E402
 from prefect.concurrency.sync import concurrency  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from prefect.utilities.asyncutils import run_coro_as_sync  # noqa: E402
 
 from pokegen import stages  # noqa: E402
-from pokegen.flows import dvc_stages  # noqa: E402
 from pokegen.layout import Layout  # noqa: E402
 from pokegen.params import ModelSpec, Params, load_params, model_specs  # noqa: E402
 
@@ -38,17 +41,33 @@ TASKS = {
 }
 
 
-def _train(params: Params, layout: Layout, name: str, gpus: int) -> dict:
+REPORT_ARTIFACT = "pokegen-report"
+
+
+def _report(params: Params, layout: Layout) -> dict:
+    """Stage report, then its metrics table published as a Prefect artifact (shown in the UI)."""
+    table = stages.run_report(params, layout)
+    create_table_artifact(table=table.records(), key=REPORT_ARTIFACT, description=f"pokegen models compared: {layout.reports_dir / 'index.html'}")
+    return {"headers": table.headers, "rows": table.rows}
+
+
+report_task = task(_report, name="report")
+
+
+MODEL_STAGES = {"train": stages.run_train, "evaluate": stages.run_evaluate}
+
+
+def _model_stage(stage: str, params: Params, layout: Layout, name: str, gpus: int) -> dict:
     if gpus:
         with concurrency(GPU_LIMIT, occupy=gpus, strict=True):
-            return stages.run_train(params, layout, name)
-    return stages.run_train(params, layout, name)
+            return MODEL_STAGES[stage](params, layout, name)
+    return MODEL_STAGES[stage](params, layout, name)
 
 
-def train_task(spec: ModelSpec):
-    """train@NAME as a Prefect task carrying the model's declared resources."""
+def model_task(stage: str, spec: ModelSpec):
+    """train@NAME or evaluate@NAME as a Prefect task carrying the model's declared resources."""
     tags = [f"model:{spec.name}"] + ([GPU_LIMIT] if spec.resources.gpus else [])
-    return task(_train, name=f"train@{spec.name}", tags=tags)
+    return task(_model_stage, name=f"{stage}@{spec.name}", tags=tags)
 
 
 def gpu_slots() -> int:
@@ -66,9 +85,14 @@ def ensure_gpu_limit(slots: int) -> None:
     run_coro_as_sync(upsert())
 
 
-@flow(name="pokemon-pipeline")
+@flow(name="pokemon-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def pokemon_pipeline(root: str = ".", force: bool = False) -> dict[str, str]:
-    """Bring every stage up to date. Returns {stage: 'ran' | 'up to date'}."""
+    """Bring every stage up to date. Returns {stage: 'ran' | 'up to date'}.
+
+    The data stages and the report run in this process. The trainings, then the evaluations, are
+    submitted to the flow's task runner together (in parallel on Dask or Ray), each carrying its
+    model's resources; DVC records each stage here, one at a time, once its task has finished.
+    """
     logger = get_run_logger()
     layout = Layout(Path(root).resolve())
     params = load_params(layout.params)  # validated, models included, before any work
@@ -78,20 +102,46 @@ def pokemon_pipeline(root: str = ".", force: bool = False) -> dict[str, str]:
 
     outcome: dict[str, str] = {}
 
-    def bring_up_to_date(stage: str, run) -> None:
+    def changed(stage: str) -> bool:
         if not force and dvc_stages.is_up_to_date(layout.root, stage):
             logger.info("Stage '%s' didn't change, skipping", stage)
             outcome[stage] = "up to date"
-            return
+            return False
         dvc_stages.prepare(layout.root, stage)
-        run()
+        return True
+
+    def recorded(stage: str) -> None:
         dvc_stages.record(layout.root, stage)
         outcome[stage] = "ran"
 
     for stage in DATA_STAGES:
-        bring_up_to_date(stage, lambda stage=stage: TASKS[stage](params, layout))
-    for name, spec in specs.items():
-        bring_up_to_date(f"train@{name}", lambda name=name, spec=spec: train_task(spec)(params, layout, name, spec.resources.gpus))
+        if changed(stage):
+            TASKS[stage](params, layout)
+            recorded(stage)
+    for stage in MODEL_STAGES:
+        futures = {}
+        for name, spec in specs.items():
+            if changed(f"{stage}@{name}"):
+                with placed(spec.resources, params.pipeline.runner.kind):
+                    futures[name] = model_task(stage, spec).submit(stage, params, layout, name, spec.resources.gpus)
+        failed = []
+        for name, future in futures.items():
+            future.wait()
+            if future.state.is_completed():
+                recorded(f"{stage}@{name}")  # the others' outputs are kept even when one fails
+            else:
+                failed.append(future)
+        if failed:
+            failed[0].result()  # raises that stage's own error
+    if changed("report"):
+        report_task(params, layout)
+        recorded("report")
     if all(state == "up to date" for state in outcome.values()):
         logger.info("Data and pipelines are up to date.")
     return outcome
+
+
+def run_pipeline(root: Path, force: bool = False) -> dict[str, str]:
+    """Run pokemon-pipeline on the task runner params.yaml asks for (pipeline.runner)."""
+    params = load_params(Layout(root.resolve()).params)
+    return pokemon_pipeline.with_options(task_runner=task_runner(params.pipeline.runner))(root=str(root.resolve()), force=force)

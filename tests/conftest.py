@@ -45,6 +45,21 @@ def course_data() -> Path:
     return COURSE_DATA
 
 
+@pytest.fixture(scope="session")
+def course_run(tmp_path_factory: pytest.TempPathFactory, course_data: Path):
+    """download -> quantize -> tensorize on the real course sprites, default params: (layout, metrics, data card)."""
+    from pokegen.layout import Layout
+    from pokegen.params import parse_params
+    from pokegen.stages import run_download, run_quantize, run_tensorize
+
+    layout = Layout(tmp_path_factory.mktemp("course"))
+    params = parse_params({"download": {"mirrors": [str(course_data)]}})
+    run_download(params, layout)
+    metrics = run_quantize(params, layout)
+    card = run_tensorize(params, layout)
+    return layout, metrics, card
+
+
 @pytest.fixture(autouse=True)
 def _no_user_mirror(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("POKEGEN_DATA_MIRROR", raising=False)
@@ -211,10 +226,14 @@ TINY_MODELS = {
 }
 
 
+# Evaluation at a size that runs in seconds: fewer samples, smaller pictures.
+TINY_EVALUATE = {"samples": 32, "grid": 16, "completion_rows": 4, "scale": 2, "latent_grid": {"dims": [0, 1], "fixed": 0.0, "span": 2.0, "steps": 4}}
+
+
 def make_repo(path: Path, models: dict | None = None, **sections: dict) -> Path:
     """A temporary git repository holding the project's pipeline files (not its data or lock).
 
-    Its params.yaml is the project's, with tiny models (or ``models``) and any ``sections`` merged in.
+    Its params.yaml is the project's, with tiny models (or ``models``), a tiny evaluation and any ``sections`` merged in.
     """
     import yaml
 
@@ -225,6 +244,7 @@ def make_repo(path: Path, models: dict | None = None, **sections: dict) -> Path:
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     params["models"] = models if models is not None else TINY_MODELS
     params["pipeline"] = {"models": list(params["models"])}
+    params["evaluate"].update(TINY_EVALUATE)
     for section, values in sections.items():
         params.setdefault(section, {}).update(values)
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -253,3 +273,13 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2) -> None:
             return
         time.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory: pytest.TempPathFactory, course_data: Path) -> tuple[Path, str]:
+    """One `dvc repro` of the whole DAG (tiny models) in a temporary git repo, and what it printed.
+
+    Tests work on copies of it (or compare against it), so the session pays for one full run, not one per test."""
+    repo = make_repo(tmp_path_factory.mktemp("reproduced") / "clone")
+    first = run(["dvc", "repro"], repo, env={"POKEGEN_DATA_MIRROR": str(course_data)})
+    return repo, first.stdout

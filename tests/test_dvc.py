@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
-from conftest import make_repo, run, set_param
+from conftest import run, set_param
 
 from pokegen.fileio import sha256_file
 
 pytestmark = pytest.mark.slow
-ALL_STAGES = ["download", "quantize", "tensorize", "train@pixelrnn", "train@vae", "train@gan"]
-TRAININGS = ALL_STAGES[3:]
+TRAININGS = ["train@pixelrnn", "train@vae", "train@gan"]
+EVALUATIONS = ["evaluate@pixelrnn", "evaluate@vae", "evaluate@gan"]
+ALL_STAGES = ["download", "quantize", "tensorize", *TRAININGS, *EVALUATIONS, "report"]
+MODEL_STAGES = [*TRAININGS, *EVALUATIONS, "report"]
 OUTPUTS = (
     "data/raw/image.rar", "data/quantized/sprites.safetensors", "data/quantized/preview.png",
     "data/tensors/dataset.safetensors", "models/vae/model/weights.safetensors", "models/pixelrnn/model/checkpoint.json",
+    "evaluation/vae/pictures/latent_grid.png", "reports/index.html", "reports/report.md",
 )  # fmt: skip
 
 
@@ -28,48 +33,50 @@ def commit(repo: Path) -> None:
 
 
 @pytest.fixture
-def repo(tmp_path: Path, course_data: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def repo(reproduced: tuple[Path, str], tmp_path: Path, course_data: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A reproduced repository of the test's own: its workspace, cache, lock and git history copied."""
     monkeypatch.setenv("POKEGEN_DATA_MIRROR", str(course_data))
-    return make_repo(tmp_path / "clone")
+    copy = tmp_path / "clone"
+    shutil.copytree(reproduced[0], copy, symlinks=True)
+    return copy
 
 
-def test_repro_runs_every_stage_then_nothing(repo: Path) -> None:
-    first = run(["dvc", "repro"], repo)
-    assert ran(first.stdout) == ALL_STAGES
+def test_repro_runs_every_stage_then_nothing(reproduced: tuple[Path, str], repo: Path) -> None:
+    assert ran(reproduced[1]) == ALL_STAGES
     second = run(["dvc", "repro"], repo)
     assert ran(second.stdout) == []
     assert "Data and pipelines are up to date" in second.stdout
     assert "up to date" in run(["dvc", "status"], repo).stdout
     metrics = run(["dvc", "metrics", "show"], repo).stdout
     assert "course_reference.rmse" in metrics and "models/vae/train_metrics.json" in metrics
+    assert "evaluation/pixelrnn/metrics.json" in metrics and "timings/evaluate-gan.json" in metrics
     run(["dvc", "plots", "show", "-o", "plots"], repo)
     page = (repo / "plots" / "index.html").read_text()
     assert "models/pixelrnn/curves.csv" in page and "models/gan/curves.csv" in page
 
 
 def test_only_what_a_param_touches_runs_again(repo: Path) -> None:
-    run(["dvc", "repro"], repo)
     set_param(repo, "models.vae.latent_dim", 2)
-    assert ran(run(["dvc", "repro"], repo).stdout) == ["train@vae"], "one model's params re-train only that model"
+    assert ran(run(["dvc", "repro"], repo).stdout) == ["train@vae", "evaluate@vae", "report"], "one model's params touch only that model"
+    set_param(repo, "evaluate.latent_grid.span", 1.0)
+    assert ran(run(["dvc", "repro"], repo).stdout) == [*EVALUATIONS, "report"], "evaluation settings re-evaluate, never re-train"
     set_param(repo, "quantize.colors", 64)
     again = run(["dvc", "repro"], repo).stdout
-    assert ran(again) == ["quantize", "tensorize", *TRAININGS]
+    assert ran(again) == ["quantize", "tensorize", *MODEL_STAGES]
     assert "Stage 'download' didn't change" in again
     set_param(repo, "tensorize.seed", 1)
-    assert ran(run(["dvc", "repro"], repo).stdout) == ["tensorize", *TRAININGS]
+    assert ran(run(["dvc", "repro"], repo).stdout) == ["tensorize", *MODEL_STAGES]
 
 
 def test_dvc_exp_run_sets_one_models_param(repo: Path) -> None:
-    run(["dvc", "repro"], repo)
     commit(repo)
     experiment = run(["dvc", "exp", "run", "-S", "models.vae.latent_dim=2"], repo)
-    assert ran(experiment.stdout) == ["train@vae"]
+    assert ran(experiment.stdout) == ["train@vae", "evaluate@vae", "report"]
     shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], repo).stdout
     assert "models.vae.latent_dim" in shown
 
 
 def test_push_then_pull_into_a_fresh_clone_restores_every_output(repo: Path) -> None:
-    run(["dvc", "repro"], repo)
     before = {path: sha256_file(repo / path) for path in OUTPUTS}
     run(["dvc", "push"], repo)
     assert (repo.parent / "pokegen-dvc-remote").is_dir(), "the default remote is a folder beside the clone"
@@ -80,3 +87,18 @@ def test_push_then_pull_into_a_fresh_clone_restores_every_output(repo: Path) -> 
     run(["dvc", "pull"], fresh)
     assert {path: sha256_file(fresh / path) for path in OUTPUTS} == before
     assert ran(run(["dvc", "repro"], fresh).stdout) == [], "pulled outputs need no re-run"
+
+
+def test_the_report_shows_the_figures_dvc_metrics_show(repo: Path) -> None:
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
+    files = next(iter(shown.values()))["data"]
+    markdown = (repo / "reports" / "report.md").read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]] for line in markdown.splitlines() if line.startswith("| ")}
+    header = rows.pop("model")
+    for name in ("pixelrnn", "vae", "gan"):
+        metrics = files[f"evaluation/{name}/metrics.json"]["data"]
+        for column, path in (("C_T", ("novelty", "data_copying_ct")), ("coverage", ("distribution", "coverage")), ("test bits/pixel", ("likelihood", "bits_per_pixel"))):
+            value = metrics
+            for key in path:
+                value = value[key] if value is not None else None
+            assert rows[name][header.index(column)] == ("—" if value is None else f"{value:.3f}"), (name, column)

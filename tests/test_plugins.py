@@ -130,7 +130,7 @@ def test_broken_plugins_are_listed_with_their_error_and_the_others_still_load(tm
 def test_the_listing_shows_distribution_version_capabilities_and_resources() -> None:
     found = {info.name: info for info in discover()}
     assert {"pixelrnn", "vae", "gan"} <= set(found)
-    assert found["pixelrnn"].distribution == "pokegen" and found["pixelrnn"].capabilities == ["log_prob", "complete"]
+    assert found["pixelrnn"].distribution == "pokegen" and found["pixelrnn"].capabilities == ["log_prob", "complete", "conditional_log_prob"]
     assert found["vae"].capabilities == ["log_prob", "encode", "decode"] and found["vae"].plugin.likelihood == "bound"
     assert found["gan"].capabilities == [] and found["gan"].plugin.likelihood is None
     listing = run(["pokegen", "models"], REPO_ROOT).stdout
@@ -245,3 +245,14 @@ def test_the_example_plugin_installs_lists_and_trains(tmp_path: Path) -> None:
     assert len(curves) == 6 and float(curves[-1].split(",")[1]) < float(curves[1].split(",")[1]), "EM lowers the bits/pixel"
     contract = run(["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO_ROOT / "examples/pokegen-mixture/tests")], tmp_path, env=env)
     assert "1 passed" in contract.stdout
+
+    # Evaluated and reported beside the others, with every metric its capabilities allow.
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["pipeline"]["models"] = ["mixture"]
+    params["evaluate"] = {"samples": 16, "grid": 4, "completion_rows": 2, "nearest_k": 2}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    run(["pokegen", "evaluate", "mixture"], repo, env=env)
+    metrics = json.loads(Layout(repo).evaluation_metrics("mixture").read_text())
+    assert metrics["likelihood"]["kind"] == "exact" and set(metrics["completion"]) == {"cover_50", "cover_75"}
+    run(["pokegen", "report"], repo, env=env)
+    assert "| mixture | exact |" in (Layout(repo).reports_dir / "report.md").read_text()

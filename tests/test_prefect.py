@@ -11,7 +11,8 @@ import yaml
 from conftest import CourseServer, make_repo, run
 
 pytestmark = pytest.mark.slow
-STAGES = ["download", "quantize", "tensorize", "train@pixelrnn", "train@vae", "train@gan"]
+MODELS = ["pixelrnn", "vae", "gan"]
+STAGES = ["download", "quantize", "tensorize", *(f"train@{m}" for m in MODELS), *(f"evaluate@{m}" for m in MODELS), "report"]
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +39,11 @@ def _cache_entries(repo: Path) -> list[str]:
     return sorted(path.relative_to(cache).as_posix() for path in cache.rglob("*") if path.is_file())
 
 
-def test_the_flow_leaves_the_same_lock_and_a_clean_status(prefect_api: None, tmp_path: Path, course_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_flow_leaves_the_same_lock_and_a_clean_status(prefect_api: None, reproduced: tuple[Path, str], tmp_path: Path, course_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pokegen.flows.pipeline import pokemon_pipeline
 
     monkeypatch.setenv("POKEGEN_DATA_MIRROR", str(course_data))
-    by_dvc = make_repo(tmp_path / "by-dvc")
-    run(["dvc", "repro"], by_dvc)
+    by_dvc, _ = reproduced  # the same pipeline files and params, run by `dvc repro`
     by_prefect = make_repo(tmp_path / "by-prefect")
 
     state = pokemon_pipeline(root=str(by_prefect), return_state=True)
@@ -59,6 +59,26 @@ def test_the_flow_leaves_the_same_lock_and_a_clean_status(prefect_api: None, tmp
     assert _cache_entries(by_prefect) == _cache_entries(by_dvc), "the same objects and run-cache entries"
 
     assert pokemon_pipeline(root=str(by_prefect)) == {stage: "up to date" for stage in STAGES}
+
+    artifact = _report_artifact()
+    assert [row["model"] for row in artifact] == [*MODELS, "baseline: global color frequencies", "baseline: per-position frequencies"]
+    markdown = (by_prefect / "reports" / "report.md").read_text()
+    assert all(" | ".join(row.values()) in markdown for row in artifact), "the artifact is the report's table"
+
+
+def _report_artifact() -> list[dict]:
+    import json
+
+    from prefect.client.orchestration import get_client
+
+    from pokegen.flows.pipeline import REPORT_ARTIFACT
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_latest_artifacts()
+
+    (artifact,) = [a for a in asyncio.run(read()) if a.key == REPORT_ARTIFACT]
+    return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
 
 
 def test_a_failing_download_is_retried_by_prefect(prefect_api: None, tmp_path: Path, course_server: CourseServer, monkeypatch: pytest.MonkeyPatch) -> None:

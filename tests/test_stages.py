@@ -15,21 +15,10 @@ from pokegen.errors import DataError
 from pokegen.fileio import sha256_file
 from pokegen.layout import Layout
 from pokegen.params import parse_params
-from pokegen.stages import run_download, run_quantize, run_tensorize
 from pokegen.quantize import read_course_images
+from pokegen.stages import run_quantize, run_tensorize
 
 COURSE_RMSE = 13.9  # the course's own palette against the same crops (shared/data README)
-
-
-@pytest.fixture(scope="module")
-def course_run(tmp_path_factory: pytest.TempPathFactory, course_data: Path) -> tuple[Layout, dict, dict]:
-    """download -> quantize -> tensorize on the real course sprites, default params."""
-    layout = Layout(tmp_path_factory.mktemp("course"))
-    params = parse_params({"download": {"mirrors": [str(course_data)]}})
-    run_download(params, layout)
-    metrics = run_quantize(params, layout)
-    card = run_tensorize(params, layout)
-    return layout, metrics, card
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from pokegen.evaluation import palette_js_divergence
 from pokegen.plugin import Resources, TrainSettings
 from pokegen.training import TorchModel, TrainingDiverged
 
@@ -74,19 +75,6 @@ class _Pair(nn.Module):
         super().__init__()
         self.generator = _Generator(colors, size, config)
         self.critic = _Critic(colors, size, config)
-
-
-def palette_js_divergence(a: np.ndarray, b: np.ndarray, colors: int) -> float:
-    """Jensen-Shannon divergence (bits, 0..1) between the palette histograms of two image sets."""
-    p = np.bincount(a.reshape(-1), minlength=colors) / a.size
-    q = np.bincount(b.reshape(-1), minlength=colors) / b.size
-    m = (p + q) / 2
-
-    def kl(x: np.ndarray) -> float:
-        nonzero = x > 0
-        return float((x[nonzero] * np.log2(x[nonzero] / m[nonzero])).sum())
-
-    return 0.5 * kl(p) + 0.5 * kl(q)
 
 
 class GAN(TorchModel):

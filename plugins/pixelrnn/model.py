@@ -103,12 +103,18 @@ class PixelRNN(TorchModel):
         empty = torch.zeros((n, 0), dtype=torch.long, device=self.device)
         return self._continue(empty, generator).cpu().numpy().astype(np.uint8)
 
-    def complete(self, images: np.ndarray, mask: np.ndarray, seed: int = 0) -> np.ndarray:
-        """Fill the covered pixels (mask True). The cover must be a raster suffix, such as the lower part."""
-        flat_mask = np.asarray(mask, dtype=bool).reshape(len(images), -1)
+    @staticmethod
+    def _known_lengths(mask: np.ndarray) -> np.ndarray:
+        """Per image, how many raster pixels precede the cover. Raises ValueError unless the cover is a raster suffix."""
+        flat_mask = np.asarray(mask, dtype=bool).reshape(len(mask), -1)
         known = np.where(flat_mask.any(axis=1), flat_mask.argmax(axis=1), flat_mask.shape[1])
         if not all(flat_mask[i, k:].all() for i, k in enumerate(known)):
             raise ValueError("PixelRNN completes a covered raster suffix (e.g. the lower rows); this mask is not one")
+        return known
+
+    def complete(self, images: np.ndarray, mask: np.ndarray, seed: int = 0) -> np.ndarray:
+        """Fill the covered pixels (mask True). The cover must be a raster suffix, such as the lower part."""
+        known = self._known_lengths(mask)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         result = np.array(images, dtype=np.uint8, copy=True)
         for length in np.unique(known):
@@ -116,3 +122,16 @@ class PixelRNN(TorchModel):
             prefix = torch.as_tensor(result[rows].reshape(len(rows), -1)[:, :length], dtype=torch.long, device=self.device)
             result[rows] = self._continue(prefix, generator).cpu().numpy()
         return result
+
+    @torch.no_grad()
+    def conditional_log_prob(self, images: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Exact log p(covered pixels | the pixels before them), nats; the cover must be a raster suffix."""
+        self._known_lengths(mask)
+        self.module.eval()
+        batch = torch.as_tensor(images, dtype=torch.long, device=self.device)
+        per_pixel = []
+        for chunk in batch.split(256):
+            logits, targets = self._teacher_forced_logits(chunk)
+            per_pixel.append(-F.cross_entropy(logits.transpose(1, 2), targets, reduction="none"))
+        log_probs = torch.cat(per_pixel).cpu().numpy().astype(np.float64)
+        return (log_probs * np.asarray(mask, dtype=bool).reshape(len(images), -1)).sum(axis=1)

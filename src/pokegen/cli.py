@@ -88,8 +88,7 @@ def train(name: str = typer.Argument(..., help="a model listed in pipeline.model
     _setup_logging()
     try:
         params = load_params(params_path)
-        if name not in params.pipeline.models:
-            raise ParamsError(f"pipeline.models: {name!r} is not listed (listed: {', '.join(params.pipeline.models)})")
+        _check_listed(params, name)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=stderr, disable=not stderr.is_terminal, transient=True) as progress:
             bars: dict[int, int] = {}
@@ -100,6 +99,156 @@ def train(name: str = typer.Argument(..., help="a model listed in pipeline.model
                 progress.update(bars[epoch], completed=batch)
 
             stages.run_train(params, Layout(params_path.resolve().parent), name, FitContext(on_batch=on_batch))
+    except PokegenError as error:
+        _fail(error)
+
+
+@app.command("evaluate")
+def evaluate_model(name: str = typer.Argument(..., help="a trained model listed in pipeline.models"), params_path: Path = ParamsOption) -> None:
+    """Evaluate one trained model on the test split and draw its pictures (what dvc.yaml's evaluate@NAME calls)."""
+    from pokegen import stages
+
+    _setup_logging()
+    try:
+        params = load_params(params_path)
+        _check_listed(params, name)
+        stages.run_evaluate(params, Layout(params_path.resolve().parent), name)
+    except PokegenError as error:
+        _fail(error)
+
+
+@app.command("report")
+def report_command(params_path: Path = ParamsOption) -> None:
+    """Write reports/index.html and reports/report.md comparing every evaluated model (what dvc.yaml's report calls)."""
+    from pokegen import stages
+
+    _setup_logging()
+    try:
+        stages.run_report(load_params(params_path), Layout(params_path.resolve().parent))
+    except PokegenError as error:
+        _fail(error)
+
+
+def _check_listed(params, name: str) -> None:
+    if name not in params.pipeline.models:
+        raise ParamsError(f"pipeline.models: {name!r} is not listed (listed: {', '.join(params.pipeline.models)})")
+
+
+def _trained(name: str, params_path: Path):
+    """The trained model NAME from the DVC outputs, and the data set it was trained on (for the palette)."""
+    from pokegen.artifacts import SpriteDataset
+    from pokegen.checkpoint import load_checkpoint
+
+    params = load_params(params_path, check_models=False)  # only the trained checkpoint's own config matters here
+    layout = Layout(params_path.resolve().parent)
+    model = load_checkpoint(layout.model_dir(name))
+    return params, model, SpriteDataset.load(layout.dataset)
+
+
+def _save_picture(image, output: Path) -> None:
+    from pokegen.fileio import write_bytes_atomic
+    from pokegen.images import png_bytes
+
+    write_bytes_atomic(output, png_bytes(image))
+    typer.echo(f"wrote {output} ({image.width}x{image.height})")
+
+
+def _needs(model, capability: str, name: str) -> None:
+    if capability not in model.capabilities():
+        raise PokegenError(f"model {name!r} cannot {capability} (its capabilities: {', '.join(model.capabilities()) or 'sampling only'})")
+
+
+OutputOption = typer.Option(..., "--output", "-o", help="PNG file to write")
+ScaleOption = typer.Option(4, min=1, max=32, help="picture pixels per sprite pixel")
+
+
+@app.command()
+def sample(
+    name: str = typer.Argument(..., help="a trained model"),
+    n: int = typer.Option(64, "-n", min=1, max=4096, help="how many sprites"),
+    seed: int = typer.Option(0, min=0),
+    output: Path = OutputOption,
+    scale: int = ScaleOption,
+    params_path: Path = ParamsOption,
+) -> None:
+    """Draw N new sprites as one grid picture."""
+    from pokegen.images import palette_grid
+
+    try:
+        _, model, dataset = _trained(name, params_path)
+        sprites = model.sample(n, seed=seed)
+        _save_picture(palette_grid(sprites, dataset.palette, columns=int(n**0.5 + 0.999), scale=scale), output)
+    except PokegenError as error:
+        _fail(error)
+
+
+@app.command()
+def complete(
+    name: str = typer.Argument(..., help="a trained model that can complete"),
+    cover: float = typer.Option(0.5, help="share of rows covered at the bottom, between 0 and 1"),
+    image: Path | None = typer.Option(None, help="your own sprite (PNG/GIF), cut and quantized like the training data; default: test sprites"),
+    n: int = typer.Option(8, "-n", min=1, help="test sprites to complete (without --image)"),
+    seed: int = typer.Option(0, min=0),
+    output: Path = OutputOption,
+    scale: int = ScaleOption,
+    params_path: Path = ParamsOption,
+) -> None:
+    """Cover the lower part of sprites and let the model draw it: rows of real / covered / completed."""
+    from pokegen.evaluation import cover_mask
+    from pokegen.images import completion_picture
+
+    try:
+        if not 0 < cover < 1:
+            raise PokegenError(f"--cover {cover}: give the covered share of rows, between 0 and 1 (for example 0.5 or 0.75)")
+        params, model, dataset = _trained(name, params_path)
+        _needs(model, "complete", name)
+        sprites = _user_sprite(image, params, dataset.palette) if image else dataset.splits["test"][:n]
+        mask = cover_mask(len(sprites), sprites.shape[1], cover)
+        completed = model.complete(sprites, mask, seed=seed)
+        _save_picture(completion_picture(sprites, {cover: completed}, {cover: mask}, dataset.palette, scale=scale), output)
+    except PokegenError as error:
+        _fail(error)
+
+
+def _user_sprite(path: Path, params, palette):
+    """A user's sprite, composited on white, cut like the training sprites and mapped to the palette: (1, S, S)."""
+    from pokegen.quantize import nearest_palette_index
+    from pokegen.sprites import decode_sprite, fit_sprite
+
+    if not path.is_file():
+        raise PokegenError(f"--image {path}: no such file")
+    rgb = fit_sprite(decode_sprite(path.name, path.read_bytes(), path), params.quantize.size, params.quantize.fit, str(path))
+    return nearest_palette_index(rgb.reshape(-1, 3), palette).reshape(1, *rgb.shape[:2]).astype("uint8")
+
+
+@app.command("latent-grid")
+def latent_grid(
+    name: str = typer.Argument(..., help="a trained model with a latent space (encode/decode), such as vae"),
+    dims: tuple[int, int] | None = typer.Option(None, help="the two code dims to sweep (default: evaluate.latent_grid.dims)"),
+    fixed: float | None = typer.Option(None, help="value of every other dim (default: evaluate.latent_grid.fixed)"),
+    span: float | None = typer.Option(None, min=0.01, help="sweep from -span to +span"),
+    steps: int | None = typer.Option(None, min=2, max=32),
+    output: Path = OutputOption,
+    scale: int = ScaleOption,
+    params_path: Path = ParamsOption,
+) -> None:
+    """The lecture's picture: pick two code dims, sweep them over a grid, fix the rest."""
+    from pydantic import ValidationError
+
+    from pokegen.evaluation import latent_grid_codes
+    from pokegen.images import palette_grid
+    from pokegen.params import LatentGridParams
+
+    try:
+        params, model, dataset = _trained(name, params_path)
+        _needs(model, "decode", name)
+        overrides = {key: value for key, value in {"dims": dims, "fixed": fixed, "span": span, "steps": steps}.items() if value is not None}
+        try:
+            grid = LatentGridParams.model_validate({**params.evaluate.latent_grid.model_dump(), **overrides})
+        except ValidationError as exc:
+            raise PokegenError(f"latent grid options: {exc.errors()[0]['msg']}") from None
+        latent_dim = model.encode(dataset.splits["test"][:1]).shape[1]
+        _save_picture(palette_grid(model.decode(latent_grid_codes(latent_dim, grid)), dataset.palette, columns=grid.steps, scale=scale), output)
     except PokegenError as error:
         _fail(error)
 
@@ -139,6 +288,10 @@ def plan(params_path: Path = ParamsOption) -> None:
         r = spec.resources
         fallback = ", cpu fallback" if spec.train.cpu_fallback else ""
         typer.echo(f"tensorize -> train@{name}   gpus={r.gpus} cpus={r.cpus} memory={r.memory_gb:g}GB{fallback}")
+    for name, spec in specs.items():
+        r = spec.resources
+        typer.echo(f"train@{name} -> evaluate@{name}   gpus={r.gpus} cpus={r.cpus} memory={r.memory_gb:g}GB")
+    typer.echo(f"{', '.join(f'evaluate@{name}' for name in specs) or 'tensorize'} -> report   (cpu)")
 
 
 @app.command()
@@ -146,9 +299,9 @@ def pipeline(params_path: Path = ParamsOption, force: bool = typer.Option(False,
     """Run the pokemon-pipeline Prefect flow once (the same DAG and dvc.lock as `dvc repro`)."""
     try:
         load_params(params_path)
-        from pokegen.flows.pipeline import pokemon_pipeline
+        from pokegen.flows.pipeline import run_pipeline
 
-        pokemon_pipeline(root=str(params_path.resolve().parent), force=force)
+        run_pipeline(params_path.resolve().parent, force=force)
     except PokegenError as error:
         _fail(error)
 

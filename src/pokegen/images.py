@@ -29,3 +29,25 @@ def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
+
+
+COVER_RGB = (128, 128, 128)  # the covered part of a sprite in completion pictures
+
+
+def completion_picture(originals: np.ndarray, completions: dict[float, np.ndarray], masks: dict[float, np.ndarray], palette: np.ndarray, *, scale: int) -> Image.Image:
+    """The lecture's rows: each sprite, then for every cover the covered sprite (gray) and its completion."""
+    covered_index = len(palette)
+    with_cover = np.vstack([palette, np.array([COVER_RGB], dtype=palette.dtype)])
+    cells = []
+    for i, original in enumerate(originals):
+        cells.append(original)
+        for cover, completed in completions.items():
+            cells.append(np.where(masks[cover][i], covered_index, original))
+            cells.append(completed[i])
+    return palette_grid(np.stack(cells).astype(np.int64), with_cover, columns=1 + 2 * len(completions), scale=scale)
+
+
+def pairs_picture(left: np.ndarray, right: np.ndarray, palette: np.ndarray, *, pairs_per_row: int, scale: int) -> Image.Image:
+    """Sprites side by side in pairs (left[i] next to right[i]), ``pairs_per_row`` pairs a row."""
+    interleaved = np.stack([left, right], axis=1).reshape(-1, *left.shape[1:])
+    return palette_grid(interleaved, palette, columns=2 * pairs_per_row, scale=scale)

@@ -64,6 +64,24 @@ class Layout:
     def train_curves(self, name: str) -> Path:
         return self.root / "models" / name / "curves.csv"
 
+    # evaluate@NAME -> evaluation/NAME
+    def evaluation_metrics(self, name: str) -> Path:
+        return self.root / "evaluation" / name / "metrics.json"
+
+    def evaluation_pictures(self, name: str) -> Path:
+        """samples.png, completion.png, nearest.png and (for a latent space) latent_grid.png."""
+        return self.root / "evaluation" / name / "pictures"
+
+    def sampling_speed(self, name: str) -> Path:
+        """Machine-dependent timings: a top-level DVC metric, outside the stage outputs, so they never change dvc.lock."""
+        return self.root / "timings" / f"evaluate-{name}.json"
+
+    # report -> reports
+    @property
+    def reports_dir(self) -> Path:
+        """index.html (images embedded), report.md and images/ beside it."""
+        return self.root / "reports"
+
     def resume_dir(self, name: str) -> Path:
         """Resumable training state: outside DVC's outputs, so DVC does not delete it before a re-run."""
         return self.root / ".pokegen" / "resume" / name

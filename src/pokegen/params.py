@@ -92,8 +92,57 @@ class TensorizeParams(StrictModel):
     seed: int = Field(0, ge=0)
 
 
+class LatentGridParams(StrictModel):
+    """The lecture's picture: pick two code dims, sweep them over a grid, hold the others fixed."""
+
+    dims: tuple[int, int] = (0, 1)
+    fixed: float | list[float] = Field(0.0, description="value of every other dim (one number, or one per dim)")
+    span: float = Field(2.5, gt=0, description="each swept dim runs from -span to +span")
+    steps: int = Field(9, ge=2, le=32)
+
+    @model_validator(mode="after")
+    def _two_dims(self) -> LatentGridParams:
+        if self.dims[0] == self.dims[1] or min(self.dims) < 0:
+            raise ValueError(f"dims = {list(self.dims)}: name two different code dims, counted from 0")
+        return self
+
+
+class EvaluateParams(StrictModel):
+    seed: int = Field(0, ge=0)
+    samples: int = Field(256, ge=16, le=4096, description="sprites each model draws for novelty, distribution and speed")
+    covers: list[Annotated[float, Field(gt=0, lt=1)]] = Field([0.5, 0.75], min_length=1, description="covered lower share")
+    completion_rows: int = Field(8, ge=1, le=40, description="test sprites shown in the completion picture")
+    grid: int = Field(64, ge=1, le=1024, description="sprites in the sample grid")
+    scale: int = Field(4, ge=1, le=32, description="picture pixels per sprite pixel")
+    near_copy: float = Field(0.05, ge=0, lt=1, description="a sample within this share of differing pixels is a near copy")
+    nearest_k: int = Field(5, ge=1, description="k of k-NN precision/recall/density/coverage")
+    copying_cells: int = Field(3, ge=1, description="cells of the data-copying test C_T")
+    latent_grid: LatentGridParams = LatentGridParams()
+
+    @model_validator(mode="after")
+    def _grid_from_samples(self) -> EvaluateParams:
+        if self.grid > self.samples:
+            raise ValueError(f"grid = {self.grid} is more than the {self.samples} samples drawn; raise samples or lower grid")
+        return self
+
+
+class RunnerParams(StrictModel):
+    """Where the Prefect flow runs the trainings and evaluations (`pokegen pipeline`; `dvc repro` runs them here)."""
+
+    kind: Literal["local", "dask", "ray"] = Field("local", description="local: in this process, one after another")
+    address: str | None = Field(None, description="an existing Dask scheduler or Ray cluster; null: start one here")
+    workers: int = Field(2, ge=1, le=64, description="workers of the Dask LocalCluster started when address is null")
+
+    @model_validator(mode="after")
+    def _address_needs_a_cluster(self) -> RunnerParams:
+        if self.kind == "local" and self.address is not None:
+            raise ValueError(f"address = {self.address!r} is for kind dask or ray; set kind, or address: null")
+        return self
+
+
 class PipelineParams(StrictModel):
     models: list[str] = ["pixelrnn", "vae", "gan"]  # each gets train@NAME (and evaluate@NAME) in dvc.yaml
+    runner: RunnerParams = RunnerParams()
 
     @model_validator(mode="after")
     def _unique(self) -> PipelineParams:
@@ -107,6 +156,7 @@ class Params(StrictModel):
     quantize: QuantizeParams = QuantizeParams()
     tensorize: TensorizeParams = TensorizeParams()
     pipeline: PipelineParams = PipelineParams()
+    evaluate: EvaluateParams = EvaluateParams()
     # models.<name>: the plugin's own Config keys, plus `train` (TrainSettings) and `resources` (Resources).
     # Checked against each plugin by model_spec(), since only the plugin knows its keys.
     models: dict[str, dict[str, Any]] = {}
@@ -127,6 +177,11 @@ class Params(StrictModel):
             raise ValueError(
                 f"quantize.size = {q.size} is larger than the course sprites ({COURSE_SPRITE_SIZE}x{COURSE_SPRITE_SIZE}); "
                 f"use at most {COURSE_SPRITE_SIZE}"
+            )
+        if self.evaluate.nearest_k >= self.tensorize.test:
+            raise ValueError(
+                f"evaluate.nearest_k = {self.evaluate.nearest_k} needs more test sprites than that "
+                f"(tensorize.test = {self.tensorize.test}); lower nearest_k or raise tensorize.test"
             )
         held_out = self.tensorize.val + self.tensorize.test
         if course and held_out >= COURSE_SPRITE_COUNT:

@@ -20,6 +20,7 @@ and answers, for palette images of shape (n, size, size) with values < colors:
 Optional capabilities, found by name and used by evaluation when present:
     log_prob(images) -> (n,) float64    log-likelihood in nats, exact or a lower bound (see likelihood)
     complete(images, mask, seed)        fill the pixels where mask is True
+    conditional_log_prob(images, mask)  log p(pixels under mask | the others), nats, exact (n,) float64
     encode(images) / decode(codes)      a latent space
 
 Torch models subclass TorchModel instead: they supply ``module``, ``optimizers`` and
@@ -39,7 +40,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-CAPABILITIES = ("log_prob", "complete", "encode", "decode")
+CAPABILITIES = ("log_prob", "complete", "conditional_log_prob", "encode", "decode")
 
 
 def bits_per_pixel(nats_per_image: Any, pixels: int) -> float:
@@ -108,6 +109,10 @@ class GenerativeModel(ABC):
     @abstractmethod
     def load_state(self, tensors: dict[str, Any]) -> None:
         """Undo state()."""
+
+    def to(self, device: str) -> GenerativeModel:
+        """Move the model to a torch device ('cpu', 'cuda'); models that are not torch stay where they are."""
+        return self
 
     @classmethod
     def capabilities(cls) -> list[str]:

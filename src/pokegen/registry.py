@@ -50,6 +50,8 @@ def check_plugin_class(plugin: object, name: str) -> type[GenerativeModel]:
         raise TypeError(f"{plugin.__name__}.likelihood must be 'exact', 'bound' or None")
     if (plugin.likelihood is None) == ("log_prob" in plugin.capabilities()):
         raise TypeError(f"{plugin.__name__}: declare likelihood ('exact' or 'bound') exactly when it defines log_prob")
+    if "conditional_log_prob" in plugin.capabilities() and plugin.likelihood != "exact":
+        raise TypeError(f"{plugin.__name__}: conditional_log_prob needs an exact likelihood (likelihood = 'exact')")
     if ("encode" in plugin.capabilities()) != ("decode" in plugin.capabilities()):
         raise TypeError(f"{plugin.__name__}: define both encode and decode, or neither")
     return plugin

@@ -16,13 +16,16 @@ import numpy as np
 import torch
 
 from pokegen import quantize as q
+from pokegen import report
 from pokegen.artifacts import QuantizedSprites, RawData, SpriteDataset
-from pokegen.checkpoint import save_checkpoint
+from pokegen.baselines import fitted_baselines
+from pokegen.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 from pokegen.devices import choose_device
 from pokegen.download import MIRROR_ENV, Fetched, Progress, fetch, join_address
 from pokegen.errors import DataError, DownloadError
+from pokegen.evaluation import cover_mask, evaluate, latent_grid_codes
 from pokegen.fileio import remove_partials, sha256_file, sha256_tree, write_bytes_atomic, write_json_atomic
-from pokegen.images import palette_grid, png_bytes
+from pokegen.images import completion_picture, pairs_picture, palette_grid, png_bytes
 from pokegen.layout import Layout
 from pokegen.params import COURSE_CROP, ModelSpec, Params, QuantizeParams, model_specs
 from pokegen.plugin import FitContext
@@ -234,6 +237,88 @@ def run_train(params: Params, layout: Layout, name: str, context: FitContext | N
     shutil.rmtree(context.resume_dir)  # finished: nothing left to resume
     log.info("train@%s: %d epochs in %.1fs on %s; best epoch %d", name, len(history), seconds, context.device, summary["best_epoch"])
     return summary
+
+
+NEAREST_PAIRS = 16  # sample / nearest-training-sprite pairs in nearest.png, four a row
+
+
+def _write_folder(folder: Path, files: dict[str, bytes]) -> None:
+    """Replace ``folder`` with exactly ``files``, built beside it and renamed: never half-written."""
+    staging = folder.with_name(folder.name + ".part")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name, data in files.items():
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_bytes(data)
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+
+
+def run_evaluate(params: Params, layout: Layout, name: str) -> dict:
+    """Stage evaluate@NAME: metrics by the model's capabilities, and its pictures, on the test split."""
+    settings = params.evaluate
+    spec = model_specs(params)[name]
+    dataset = SpriteDataset.load(layout.dataset)
+    trained_on = read_checkpoint_info(layout.model_dir(name)).get("data_sha256")
+    if trained_on != sha256_file(layout.dataset):
+        raise DataError(f"{layout.model_dir(name)} was trained on other data than {layout.dataset}; re-train it: dvc repro train@{name}")
+    device = choose_device(name, spec.resources, spec.train.cpu_fallback)
+    model = load_checkpoint(layout.model_dir(name)).to(device)
+    result = evaluate(model, dataset, settings)
+
+    palette, test, scale = dataset.palette, dataset.splits["test"], settings.scale
+    grid = result.samples[: settings.grid]
+    pictures = {"samples.png": palette_grid(grid, palette, columns=int(np.ceil(np.sqrt(len(grid)))), scale=scale)}
+    if result.completions:
+        shown = min(settings.completion_rows, len(test))
+        masks = {cover: cover_mask(shown, test.shape[1], cover) for cover in result.completions}
+        completed = {cover: images[:shown] for cover, images in result.completions.items()}
+        pictures["completion.png"] = completion_picture(test[:shown], completed, masks, palette, scale=scale)
+    pairs = min(NEAREST_PAIRS, len(result.samples))
+    pictures["nearest.png"] = pairs_picture(result.samples[:pairs], dataset.splits["train"][result.nearest_train[:pairs]], palette, pairs_per_row=4, scale=scale)
+    if "decode" in model.capabilities():
+        latent_dim = np.asarray(model.encode(test[:1])).shape[1]
+        pictures["latent_grid.png"] = palette_grid(model.decode(latent_grid_codes(latent_dim, settings.latent_grid)), palette, columns=settings.latent_grid.steps, scale=scale)
+
+    metrics = {"model": name, "samples": len(result.samples), **result.metrics}
+    _write_folder(layout.evaluation_pictures(name), {file: png_bytes(picture) for file, picture in pictures.items()})
+    write_json_atomic(layout.evaluation_metrics(name), metrics)
+    write_json_atomic(layout.sampling_speed(name), {"sampling": {"sprites_per_second": round(result.sprites_per_second, 1), "device": device, "sprites": len(result.samples)}})
+    log.info("evaluate@%s: %s; sampling %.1f sprites/s on %s", name, report.summary_line(metrics), result.sprites_per_second, device)
+    return metrics
+
+
+def run_report(params: Params, layout: Layout) -> report.Table:
+    """Stage report: every model side by side with baselines computed here, pictures, params and the data card."""
+    dataset = SpriteDataset.load(layout.dataset)
+    entries = []
+    for name in params.pipeline.models:
+        metrics_path = layout.evaluation_metrics(name)
+        if not metrics_path.is_file():
+            raise DataError(f"{metrics_path}: missing; evaluate the model first: dvc repro evaluate@{name}")
+        pictures_dir = layout.evaluation_pictures(name)
+        pictures = {path.stem: path.read_bytes() for path in sorted(pictures_dir.glob("*.png"), key=report.picture_order)} if pictures_dir.is_dir() else {}
+        curves = layout.train_curves(name)
+        entries.append(report.Entry(name, json.loads(metrics_path.read_text()), pictures, curves.read_text() if curves.is_file() else ""))
+    baselines = [
+        report.Entry(baseline.label, evaluate(baseline, dataset, params.evaluate).metrics, {}, "")
+        for baseline in fitted_baselines(dataset.splits["train"], len(dataset.palette))
+    ]
+    table = report.metrics_table(entries + baselines, params.evaluate.covers)
+    card = json.loads(layout.data_card.read_text()) if layout.data_card.is_file() else {}
+    used = params.model_dump(mode="json", by_alias=True)
+    used["models"] = {  # each model's settings resolved: its plugin's defaults filled in
+        name: {**spec.config.model_dump(mode="json"), "train": spec.train.model_dump(mode="json"), "resources": spec.resources.model_dump(mode="json")}
+        for name, spec in model_specs(params).items()
+    }
+    files = {
+        "index.html": report.render_html(entries, table, used, card).encode(),
+        "report.md": report.render_markdown(entries, table, used, card).encode(),
+        **{report.image_path(entry.name, picture): data for entry in entries for picture, data in entry.pictures.items()},
+    }
+    _write_folder(layout.reports_dir, files)
+    log.info("report: %d models, %d baselines -> %s", len(entries), len(baselines), layout.reports_dir / "index.html")
+    return table
 
 
 STAGES = {"download": run_download, "quantize": run_quantize, "tensorize": run_tensorize}

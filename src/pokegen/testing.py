@@ -92,6 +92,15 @@ def check_model(
         _check(np.array_equal(completed[~mask], val[~mask]), "complete", "complete changed pixels outside the mask")
         _check(int(completed.max()) < colors, "complete", "completed pixels outside the palette")
         ran.append("complete")
+    if "conditional_log_prob" in capabilities:
+        mask = np.zeros(val.shape, dtype=bool)
+        mask[:, size // 2 :] = True
+        conditional = model.conditional_log_prob(val, mask)
+        whole = model.log_prob(val)
+        _check(np.shape(conditional) == (len(val),), "conditional_log_prob", f"shape {np.shape(conditional)}, expected ({len(val)},)")
+        _check(bool(np.all(conditional <= 1e-6)) and bool(np.all(conditional >= whole - 1e-4)), "conditional_log_prob", "log p(covered | rest) must lie between log p(image) and 0")
+        _check(np.allclose(model.conditional_log_prob(val, np.ones_like(mask)), whole, atol=1e-4), "conditional_log_prob", "with everything covered it must equal log_prob")
+        ran.append("conditional_log_prob")
     if "encode" in capabilities:
         codes = model.encode(val)
         decoded = model.decode(codes)

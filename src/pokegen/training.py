@@ -66,6 +66,10 @@ class TorchModel(GenerativeModel):
         """Metrics on the validation split after epoch ``epoch`` (1-based), in eval mode without gradients."""
         return {}
 
+    def to(self, device: str) -> TorchModel:
+        self.module.to(device)
+        return self
+
     @property
     def device(self) -> torch.device:
         return next(self.module.parameters()).device

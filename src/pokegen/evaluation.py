@@ -1,0 +1,216 @@
+"""Evaluation of a trained model, picked by its capabilities: pure functions, arrays in, numbers out.
+
+    likelihood     bits/pixel on the test split (exact, or a lower bound; the ELBO too where the model has one)
+    completion     the lecture's experiment: cover the lower rows, let the model fill them in
+    novelty        each sample's nearest training sprite (Hamming distance), against the same figure for
+                   held-out test sprites, and the data-copying statistic C_T (Meehan et al., AISTATS 2020)
+    distribution   palette histogram divergence and k-NN precision/recall/density/coverage
+                   (Kynkäänniemi et al. 2019; Naeem et al. 2020, via the `prdc` package)
+
+The feature space of the k-NN metrics and of the C_T cells is fixed and needs no network (see features):
+the sprite's RGB averaged over a 5x5 grid of blocks, plus how often neighbouring pixels share a color.
+Raw pixels would not do: uniform noise averages to the middle of pixel space, inside every real sprite's
+k-NN ball, while the neighbour-agreement features put it (and pixel-independent baselines) far away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import mannwhitneyu
+from sklearn.cluster import KMeans
+from sklearn.metrics import pairwise_distances
+
+from pokegen.artifacts import SpriteDataset
+from pokegen.errors import ParamsError
+from pokegen.params import EvaluateParams, LatentGridParams
+from pokegen.plugin import GenerativeModel, bits_per_pixel
+
+NEIGHBOUR_WEIGHT = 8.0  # so the two neighbour-agreement features count about as much as the 75 layout values
+FEATURE_SPACE = (
+    "RGB / 255 averaged over square blocks of S//5 pixels (a 5x5 grid, 75 values, for 20x20 sprites), plus the "
+    f"shares of horizontally and of vertically adjacent pixel pairs of the same color, each times {NEIGHBOUR_WEIGHT:g}; "
+    "Euclidean distance"
+)
+COPYING_Z = -3.0  # C_T below this (a z-score) flags a model as copying its training sprites
+MIN_CELL_SHARE = 0.05  # a C_T cell counts when it holds at least this share of the samples (the paper's tau)
+
+
+def features(images: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """The fixed feature space (FEATURE_SPACE) of palette images (n, S, S): (n, 3 * cells**2 + 2) float32."""
+    count, size, _ = images.shape
+    block = max(1, size // 5)
+    cut = (size // block) * block
+    rgb = palette[images[:, :cut, :cut]].astype(np.float32) / 255.0
+    cells = cut // block
+    layout = rgb.reshape(count, cells, block, cells, block, 3).mean(axis=(2, 4)).reshape(count, -1)
+    across = (images[:, :, 1:] == images[:, :, :-1]).mean(axis=(1, 2))
+    down = (images[:, 1:, :] == images[:, :-1, :]).mean(axis=(1, 2))
+    return np.hstack([layout, NEIGHBOUR_WEIGHT * across[:, None], NEIGHBOUR_WEIGHT * down[:, None]]).astype(np.float32)
+
+
+def cover_mask(count: int, size: int, cover: float) -> np.ndarray:
+    """True on the lower round(size * cover) rows of each of ``count`` sprites, (count, S, S)."""
+    mask = np.zeros((count, size, size), dtype=bool)
+    mask[:, size - round(size * cover) :, :] = True
+    return mask
+
+
+def cover_key(cover: float) -> str:
+    return f"cover_{round(cover * 100)}"
+
+
+def nearest_hamming(queries: np.ndarray, reference: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """For each query image, the index of its nearest reference image and the share of pixels they differ in."""
+    flat_q = queries.reshape(len(queries), -1)
+    flat_r = reference.reshape(len(reference), -1)
+    distances, index = np.empty(len(flat_q)), np.empty(len(flat_q), dtype=np.int64)
+    for start in range(0, len(flat_q), chunk):
+        counts = (flat_q[start : start + chunk, None, :] != flat_r[None, :, :]).sum(axis=2)
+        index[start : start + chunk] = counts.argmin(axis=1)
+        distances[start : start + chunk] = counts.min(axis=1) / flat_r.shape[1]
+    return distances, index
+
+
+def palette_js_divergence(a: np.ndarray, b: np.ndarray, colors: int) -> float:
+    """Jensen-Shannon divergence (bits, 0..1) between the palette histograms of two image sets."""
+    p = np.bincount(a.reshape(-1), minlength=colors) / a.size
+    q = np.bincount(b.reshape(-1), minlength=colors) / b.size
+    m = (p + q) / 2
+
+    def kl(x: np.ndarray) -> float:
+        nonzero = x > 0
+        return float((x[nonzero] * np.log2(x[nonzero] / m[nonzero])).sum())
+
+    return 0.5 * kl(p) + 0.5 * kl(q)
+
+
+def likelihood_metrics(model: GenerativeModel, test: np.ndarray) -> dict | None:
+    """Test bits/pixel, labelled exact or bound; None for a model without a likelihood."""
+    if model.likelihood is None:
+        return None
+    pixels = test.shape[1] * test.shape[2]
+    metrics = {"kind": model.likelihood, "bits_per_pixel": bits_per_pixel(-model.log_prob(test), pixels)}
+    if callable(getattr(model, "elbo", None)):
+        metrics["elbo_bits_per_pixel"] = bits_per_pixel(-model.elbo(test), pixels)
+    return metrics
+
+
+def completion_metrics(model: GenerativeModel, test: np.ndarray, covers: list[float], seed: int) -> tuple[dict, dict[float, np.ndarray]]:
+    """Accuracy (and bits/pixel, where the model has a conditional likelihood) of the filled-in lower part."""
+    if "complete" not in model.capabilities():
+        return {}, {}
+    metrics, completed = {}, {}
+    for cover in covers:
+        mask = cover_mask(len(test), test.shape[1], cover)
+        completed[cover] = model.complete(test, mask, seed=seed)
+        row = {"covered_pixels": int(mask[0].sum()), "accuracy": float((completed[cover][mask] == test[mask]).mean())}
+        if "conditional_log_prob" in model.capabilities():
+            row["bits_per_pixel"] = bits_per_pixel(-model.conditional_log_prob(test, mask), int(mask[0].sum()))
+        metrics[cover_key(cover)] = row
+    return metrics, completed
+
+
+def _z_mann_whitney(samples: np.ndarray, held_out: np.ndarray) -> float:
+    """Z-scored Mann-Whitney U of sample distances against held-out distances: << 0 when samples sit closer."""
+    m, n = len(samples), len(held_out)
+    u = mannwhitneyu(samples, held_out).statistic  # U of the first argument
+    return float((u - m * n / 2) / math.sqrt(m * n * (m + n + 1) / 12))
+
+
+def data_copying_statistic(train: np.ndarray, test: np.ndarray, samples: np.ndarray, palette: np.ndarray, cells: int, seed: int) -> float | None:
+    """C_T of Meehan, Chaudhuri and Dasgupta (AISTATS 2020): the test-share-weighted mean, over k-means cells
+    of the training data, of the Z-scored Mann-Whitney U between the samples' and the test sprites' distances
+    to the nearest training sprite of their cell, in the fixed feature space (where, unlike raw pixels, noise
+    in the right colors is not "closer" to the training sprites than real ones). Well below 0: the model
+    copies; near 0: it does not; above 0: its samples sit farther from the data than real sprites do.
+    None when no cell holds enough samples and a test sprite.
+    """
+    train_f, test_f, samples_f = features(train, palette), features(test, palette), features(samples, palette)
+    kmeans = KMeans(n_clusters=min(cells, len(train)), n_init=4, random_state=seed).fit(train_f)
+    train_cells, test_cells, sample_cells = kmeans.labels_, kmeans.predict(test_f), kmeans.predict(samples_f)
+    weighted, weights = 0.0, 0.0
+    for cell in range(kmeans.n_clusters):
+        in_test, in_samples = test_f[test_cells == cell], samples_f[sample_cells == cell]
+        if len(in_test) == 0 or len(in_samples) < MIN_CELL_SHARE * len(samples):
+            continue
+        reference = train_f[train_cells == cell]
+        to_samples, to_test = (pairwise_distances(points, reference).min(axis=1) for points in (in_samples, in_test))
+        weighted += _z_mann_whitney(to_samples, to_test) * len(in_test)
+        weights += len(in_test)
+    return weighted / weights if weights else None
+
+
+def latent_grid_codes(latent_dim: int, grid: LatentGridParams) -> np.ndarray:
+    """Codes for the lecture's picture: grid.dims swept over [-span, span] (rows, columns), the rest fixed.
+    (steps * steps, latent_dim) float32. Raises ParamsError when the dims or fixed values do not fit the code."""
+    first, second = grid.dims
+    if max(first, second) >= latent_dim:
+        raise ParamsError(f"evaluate.latent_grid.dims = {list(grid.dims)}: the model's code has {latent_dim} dims, numbered 0..{latent_dim - 1}")
+    fixed = np.full(latent_dim, grid.fixed) if isinstance(grid.fixed, float | int) else np.asarray(grid.fixed, dtype=np.float64)
+    if len(fixed) != latent_dim:
+        raise ParamsError(f"evaluate.latent_grid.fixed has {len(fixed)} values; give one number, or one per code dim ({latent_dim})")
+    values = np.linspace(-grid.span, grid.span, grid.steps)
+    codes = np.tile(fixed, (grid.steps * grid.steps, 1))
+    codes[:, first] = np.repeat(values, grid.steps)  # down the rows
+    codes[:, second] = np.tile(values, grid.steps)  # across the columns
+    return codes.astype(np.float32)
+
+
+def _quantiles(values: np.ndarray) -> dict[str, float]:
+    return {f"p{q}": float(np.percentile(values, q)) for q in (10, 50, 90)}
+
+
+def novelty_metrics(samples: np.ndarray, train: np.ndarray, test: np.ndarray, palette: np.ndarray, settings: EvaluateParams) -> tuple[dict, np.ndarray]:
+    """How close samples sit to their nearest training sprite, against held-out test sprites; and C_T.
+    Returns the metrics and each sample's nearest training sprite index."""
+    sample_distance, nearest = nearest_hamming(samples, train)
+    test_distance, _ = nearest_hamming(test, train)
+    ct = data_copying_statistic(train, test, samples, palette, settings.copying_cells, settings.seed)
+    metrics = {
+        "samples_exact_copies": float((sample_distance == 0).mean()),
+        "samples_near_copies": float((sample_distance <= settings.near_copy).mean()),
+        "samples_nearest_distance": _quantiles(sample_distance),
+        "test_exact_copies": float((test_distance == 0).mean()),
+        "test_near_copies": float((test_distance <= settings.near_copy).mean()),
+        "test_nearest_distance": _quantiles(test_distance),
+        "data_copying_ct": ct,
+        "copying": bool(ct is not None and ct < COPYING_Z),
+    }
+    return metrics, nearest
+
+
+def distribution_metrics(samples: np.ndarray, reference: np.ndarray, palette: np.ndarray, nearest_k: int) -> dict:
+    """Palette histogram divergence and k-NN precision/recall/density/coverage of samples against reference."""
+    from prdc import compute_prdc
+
+    with contextlib.redirect_stdout(io.StringIO()):  # prdc prints its input sizes
+        prdc = compute_prdc(features(reference, palette), features(samples, palette), nearest_k)
+    return {"palette_js": palette_js_divergence(samples, reference, len(palette)), **{key: float(value) for key, value in prdc.items()}}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict  # JSON-ready, the same for the same seed
+    samples: np.ndarray  # (samples, S, S)
+    nearest_train: np.ndarray  # each sample's nearest training sprite
+    completions: dict[float, np.ndarray]  # cover -> completed test sprites
+    sprites_per_second: float  # sampling throughput on this machine (kept out of metrics: it varies)
+
+
+def evaluate(model: GenerativeModel, dataset: SpriteDataset, settings: EvaluateParams) -> Evaluation:
+    """Every metric the model's capabilities allow, on the test split, with seeded sampling."""
+    train, test, palette = dataset.splits["train"], dataset.splits["test"], dataset.palette
+    started = time.perf_counter()
+    samples = model.sample(settings.samples, seed=settings.seed)
+    sprites_per_second = len(samples) / max(time.perf_counter() - started, 1e-9)
+    metrics: dict = {"capabilities": model.capabilities(), "likelihood": likelihood_metrics(model, test)}
+    metrics["completion"], completions = completion_metrics(model, test, settings.covers, settings.seed)
+    metrics["novelty"], nearest = novelty_metrics(samples, train, test, palette, settings)
+    metrics["distribution"] = distribution_metrics(samples, test, palette, settings.nearest_k)
+    return Evaluation(metrics, samples, nearest, completions, sprites_per_second)

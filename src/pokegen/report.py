@@ -1,0 +1,203 @@
+"""The comparison report: one metrics table for every model and baseline, their pictures, training curves,
+the params used and the data card, as a self-contained HTML page (images embedded) and a markdown twin
+(images beside it in images/). Pure rendering: entries in, text out.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from dataclasses import dataclass, field
+
+from pokegen.evaluation import FEATURE_SPACE, cover_key
+
+IMAGES = "images"
+PICTURE_TITLES = {
+    "samples": "Samples",
+    "completion": "Completion: real / covered / completed, per cover",
+    "latent_grid": "Latent grid: two code dims swept, the rest fixed",
+    "nearest": "Novelty: each sample next to its nearest training sprite",
+}
+MISSING = "—"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row of the report: a model (or baseline), its evaluation metrics, pictures (name -> PNG) and curves CSV."""
+
+    name: str
+    metrics: dict
+    pictures: dict[str, bytes] = field(default_factory=dict)
+    curves_csv: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+
+    def records(self) -> list[dict[str, str]]:
+        return [dict(zip(self.headers, row, strict=True)) for row in self.rows]
+
+
+def picture_order(path) -> tuple[int, str]:
+    """Sort key of a picture file: the order of PICTURE_TITLES, then any other picture by name."""
+    known = list(PICTURE_TITLES)
+    return (known.index(path.stem) if path.stem in known else len(known), path.stem)
+
+
+def image_path(model: str, picture: str) -> str:
+    return f"{IMAGES}/{model}-{picture}.png"
+
+
+def _get(metrics: dict, *path: str):
+    for key in path:
+        if not isinstance(metrics, dict) or metrics.get(key) is None:
+            return None
+        metrics = metrics[key]
+    return metrics
+
+
+def _number(value) -> str:
+    return MISSING if value is None else f"{value:.3f}"
+
+
+def metrics_table(entries: list[Entry], covers: list[float]) -> Table:
+    """Rows of figures as they appear in each evaluation/NAME/metrics.json, rounded to 3 decimals."""
+    headers = ["model", "likelihood", "test bits/pixel", "ELBO bits/pixel"]
+    for cover in covers:
+        headers += [f"completion {cover:.0%} accuracy", f"completion {cover:.0%} bits/pixel"]
+    headers += ["exact copies", "near copies", "C_T", "palette JS", "precision", "recall", "density", "coverage"]
+    rows = []
+    for entry in entries:
+        m = entry.metrics
+        row = [entry.name, _get(m, "likelihood", "kind") or "none", _number(_get(m, "likelihood", "bits_per_pixel")), _number(_get(m, "likelihood", "elbo_bits_per_pixel"))]
+        for cover in covers:
+            row += [_number(_get(m, "completion", cover_key(cover), "accuracy")), _number(_get(m, "completion", cover_key(cover), "bits_per_pixel"))]
+        row += [_number(_get(m, "novelty", key)) for key in ("samples_exact_copies", "samples_near_copies", "data_copying_ct")]
+        row += [_number(_get(m, "distribution", key)) for key in ("palette_js", "precision", "recall", "density", "coverage")]
+        rows.append(row)
+    return Table(headers, rows)
+
+
+def summary_line(metrics: dict) -> str:
+    """One log line: the headline figures of an evaluation."""
+    parts = []
+    if _get(metrics, "likelihood", "bits_per_pixel") is not None:
+        parts.append(f"test {metrics['likelihood']['bits_per_pixel']:.3f} bits/pixel ({metrics['likelihood']['kind']})")
+    for key, row in (metrics.get("completion") or {}).items():
+        parts.append(f"{key} accuracy {row['accuracy']:.3f}")
+    parts.append(f"C_T {_number(_get(metrics, 'novelty', 'data_copying_ct'))}")
+    parts.append(f"precision {metrics['distribution']['precision']:.3f} recall {metrics['distribution']['recall']:.3f}")
+    return ", ".join(parts)
+
+
+def _curve(curves_csv: str) -> tuple[str, list[tuple[float, float]]] | None:
+    """The first validation column of curves.csv (its monitored figure) as (epoch, value) points."""
+    rows = list(csv.DictReader(io.StringIO(curves_csv)))
+    columns = [c for c in (rows[0] if rows else {}) if c.startswith("val_")]
+    if not columns:
+        return None
+    column = columns[0]
+    return column, [(float(r["epoch"]), float(r[column])) for r in rows if r.get(column)]
+
+
+def curve_svg(curves_csv: str, width: int = 360, height: int = 160) -> str:
+    """A small inline SVG line chart of the first validation curve; '' when there is none."""
+    found = _curve(curves_csv)
+    if not found or not found[1]:
+        return ""
+    column, points = found
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    x0, x1, y0, y1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1, min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
+    pad = 30
+    coords = " ".join(f"{pad + (x - x0) / (x1 - x0) * (width - 2 * pad):.1f},{height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad):.1f}" for x, y in points)
+    return (
+        f'<svg width="{width}" height="{height}" role="img" aria-label="{column} by epoch">'
+        f'<polyline fill="none" stroke="#3465a4" stroke-width="2" points="{coords}"/>'
+        f'<text x="{pad}" y="14" font-size="11">{html.escape(column)}: {ys[0]:.3f} → {ys[-1]:.3f} (min {min(ys):.3f})</text>'
+        f'<text x="{pad}" y="{height - 8}" font-size="11">epoch {x0:g}</text>'
+        f'<text x="{width - pad}" y="{height - 8}" font-size="11" text-anchor="end">{x1:g}</text></svg>'
+    )
+
+
+NOTES = [
+    (
+        "Figures are on the test split. Bits/pixel: 'exact' is the model's likelihood, 'bound' a lower bound on it "
+        "(for the VAE the importance-weighted bound; the ELBO column is the k = 1 bound)."
+    ),
+    (
+        "Completion covers the lower rows of each test sprite; accuracy is per covered pixel, bits/pixel is that of the "
+        "true covered pixels given the rest, for models with an exact conditional likelihood."
+    ),
+    (
+        "Exact / near copies: share of samples identical to, or within evaluate.near_copy of, a training sprite. "
+        "C_T (Meehan et al. 2020) is well below 0 for a model that copies its training sprites, near 0 otherwise."
+    ),
+    f"Precision/recall/density/coverage (k-NN, Kynkäänniemi et al. 2019; Naeem et al. 2020) in a fixed feature space: {FEATURE_SPACE}.",
+    (
+        "Baseline rows are computed by the report stage on the same split: every pixel drawn independently from the "
+        "training color frequencies, global or per position."
+    ),
+]
+
+
+STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+    "img{image-rendering:pixelated;margin:4px}figure{display:inline-block;vertical-align:top}pre{background:#f6f6f6;padding:1em}"
+)
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def render_html(entries: list[Entry], table: Table, params: dict, data_card: dict) -> str:
+    """A self-contained page: every image is embedded, nothing is fetched."""
+    e = html.escape
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8"><title>pokegen report</title>',
+        f"<style>{STYLE}</style>",
+        "</head><body>",
+        "<h1>pokegen: models compared</h1>",
+        '<table id="metrics"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in table.headers) + "</tr></thead><tbody>",
+        *("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>" for row in table.rows),
+        "</tbody></table>",
+        "<ul>" + "".join(f"<li>{e(note)}</li>" for note in NOTES) + "</ul>",
+    ]
+    for entry in entries:
+        out.append(f'<section id="model-{e(entry.name)}"><h2>{e(entry.name)}</h2>')
+        for picture, png in entry.pictures.items():
+            title = PICTURE_TITLES.get(picture, picture)
+            out.append(f'<figure><img src="{_data_uri(png)}" alt="{e(entry.name)} {e(title)}"><figcaption>{e(title)}</figcaption></figure>')
+        svg = curve_svg(entry.curves_csv)
+        if svg:
+            out.append(f"<figure>{svg}<figcaption>Training curve</figcaption></figure>")
+        out.append("</section>")
+    out += [
+        "<h2>Data card</h2>",
+        f"<pre>{e(json.dumps(data_card, indent=2, sort_keys=True))}</pre>",
+        "<h2>Params used</h2>",
+        f"<pre>{e(json.dumps(params, indent=2, sort_keys=True))}</pre>",
+        "</body></html>",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def render_markdown(entries: list[Entry], table: Table, params: dict, data_card: dict) -> str:
+    """The same report in markdown; images are files in images/ beside it."""
+    out = ["# pokegen: models compared", "", "| " + " | ".join(table.headers) + " |", "|" + "---|" * len(table.headers)]
+    out += ["| " + " | ".join(row) + " |" for row in table.rows]
+    out += ["", *(f"- {note}" for note in NOTES), ""]
+    for entry in entries:
+        out += [f"## {entry.name}", ""]
+        for picture in entry.pictures:
+            out += [f"![{entry.name} {PICTURE_TITLES.get(picture, picture)}]({image_path(entry.name, picture)})", ""]
+    out += ["## Data card", "", "```json", json.dumps(data_card, indent=2, sort_keys=True), "```", ""]
+    out += ["## Params used", "", "```json", json.dumps(params, indent=2, sort_keys=True), "```", ""]
+    return "\n".join(out)

@@ -1,0 +1,315 @@
+"""Issue 4: evaluation metrics on cases with known answers, the pictures, the evaluate stage and the user CLI."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from conftest import make_sprite, run
+from PIL import Image
+
+from pokegen.artifacts import SpriteDataset
+from pokegen.baselines import FrequencyBaseline, FrequencyConfig, fitted_baselines
+from pokegen.errors import ParamsError
+from pokegen.evaluation import (
+    completion_metrics,
+    cover_mask,
+    distribution_metrics,
+    evaluate,
+    latent_grid_codes,
+    likelihood_metrics,
+    nearest_hamming,
+    novelty_metrics,
+)
+from pokegen.images import COVER_RGB, GUTTER_RGB
+from pokegen.layout import Layout
+from pokegen.params import EvaluateParams, LatentGridParams
+from pokegen.plugin import GenerativeModel
+from pokegen.tensorize import data_card
+from pokegen.testing import toy_sprites
+
+
+class _Fixed(GenerativeModel):
+    """Test doubles with known answers: a uniform model over K colors, or one that returns training sprites."""
+
+    name = "fixed"
+    Config = FrequencyConfig
+    likelihood = "exact"
+
+    def __init__(self, colors: int, size: int, memorized: np.ndarray | None = None) -> None:
+        super().__init__(FrequencyConfig(), colors, size)
+        self.memorized = memorized
+
+    def fit(self, train, val, settings, context) -> list[dict[str, float]]:
+        return []
+
+    def log_prob(self, images: np.ndarray) -> np.ndarray:
+        return np.full(len(images), -images[0].size * math.log(self.colors))
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        if self.memorized is not None:
+            return self.memorized[rng.integers(0, len(self.memorized), n)]
+        return rng.integers(0, self.colors, (n, self.size, self.size)).astype(np.uint8)
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, tensors: dict[str, Any]) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def course(course_run) -> SpriteDataset:
+    layout, _, _ = course_run
+    return SpriteDataset.load(layout.dataset)
+
+
+def test_a_uniform_model_scores_log2_of_the_palette_size() -> None:
+    test = np.random.default_rng(0).integers(0, 167, (10, 20, 20)).astype(np.uint8)
+    metrics = likelihood_metrics(_Fixed(167, 20), test)
+    assert metrics == {"kind": "exact", "bits_per_pixel": pytest.approx(math.log2(167))}
+    assert math.log2(167) == pytest.approx(7.38, abs=0.01)
+
+
+@pytest.mark.slow
+def test_a_model_that_returns_training_sprites_is_flagged_as_memorizing(course: SpriteDataset) -> None:
+    train, test = course.splits["train"], course.splits["test"]
+    settings = EvaluateParams()
+    copier = evaluate(_Fixed(len(course.palette), 20, memorized=train), course, settings).metrics["novelty"]
+    assert copier["copying"] is True and copier["data_copying_ct"] < -3
+    assert copier["samples_exact_copies"] == 1.0 and copier["test_exact_copies"] == 0.0
+
+    # Held-out sprites are what a model that does not copy looks like: C_T near 0, not flagged.
+    held_out, _ = novelty_metrics(course.splits["val"], train, test, course.palette, settings)
+    assert held_out["copying"] is False and abs(held_out["data_copying_ct"]) < 2
+    per_position = fitted_baselines(train, len(course.palette))[1]
+    assert evaluate(per_position, course, settings).metrics["novelty"]["copying"] is False
+
+
+@pytest.mark.slow
+def test_precision_and_recall_are_high_for_held_out_sprites_and_low_for_noise(course: SpriteDataset) -> None:
+    test, palette = course.splits["test"], course.palette
+    real = distribution_metrics(course.splits["train"], test, palette, nearest_k=5)
+    assert real["precision"] > 0.8 and real["recall"] > 0.8 and real["coverage"] > 0.9
+    noise = np.random.default_rng(0).integers(0, len(palette), (256, 20, 20)).astype(np.uint8)
+    fake = distribution_metrics(noise, test, palette, nearest_k=5)
+    assert fake["precision"] < 0.1 and fake["recall"] < 0.1 and fake["coverage"] < 0.1
+    assert fake["palette_js"] > 4 * real["palette_js"]
+
+
+def test_nearest_hamming_finds_the_closest_sprite_and_its_share_of_differing_pixels() -> None:
+    reference = toy_sprites(count=10, size=8)
+    query = reference[[3, 7]].copy()
+    query[0, 0, :2] = (query[0, 0, :2] + 1) % 6  # two pixels changed
+    distances, index = nearest_hamming(query, reference)
+    assert index.tolist() == [3, 7] and distances.tolist() == [2 / 64, 0.0]
+
+
+def test_completion_is_scored_on_the_covered_rows_and_skipped_without_complete() -> None:
+    data = toy_sprites(count=60, size=8)
+    train, test = data[:50], data[50:]
+    baseline = FrequencyBaseline(FrequencyConfig(per_position=True), 6, 8)
+    baseline.fit(train, test)
+    metrics, completed = completion_metrics(baseline, test, [0.5, 0.75], seed=0)
+    mask = cover_mask(len(test), 8, 0.75)
+    assert mask[0].sum() == 6 * 8 and mask[0, 2:].all() and not mask[0, :2].any(), "the lower 75% of rows"
+    assert np.array_equal(completed[0.75][~mask], test[~mask]), "the visible part is kept"
+    assert metrics["cover_75"]["accuracy"] == pytest.approx((completed[0.75][mask] == test[mask]).mean())
+    expected_bits = -baseline.conditional_log_prob(test, mask).mean() / (48 * math.log(2))
+    assert metrics["cover_75"]["bits_per_pixel"] == pytest.approx(expected_bits)
+    assert set(metrics) == {"cover_50", "cover_75"}
+    assert completion_metrics(_Fixed(6, 8), test, [0.5], seed=0) == ({}, {}), "no complete(): skipped, not faked"
+
+
+def test_latent_grid_codes_sweep_two_dims_and_fix_the_rest() -> None:
+    codes = latent_grid_codes(10, LatentGridParams(dims=(2, 5), fixed=0.5, span=1.0, steps=3))
+    assert codes.shape == (9, 10)
+    assert codes[:, 2].tolist() == [-1, -1, -1, 0, 0, 0, 1, 1, 1] and codes[:, 5].tolist() == [-1, 0, 1] * 3
+    assert np.all(np.delete(codes, [2, 5], axis=1) == 0.5)
+    with pytest.raises(ParamsError, match=r"evaluate.latent_grid.dims = \[0, 12\]: the model's code has 10 dims"):
+        latent_grid_codes(10, LatentGridParams(dims=(0, 12)))
+    with pytest.raises(ParamsError, match="evaluate.latent_grid.fixed has 3 values"):
+        latent_grid_codes(10, LatentGridParams(fixed=[0.0, 1.0, 2.0]))
+
+
+# --- the evaluate stage and the CLI on a tiny trained repository ------------------------------
+
+TINY_MODELS = {
+    "pixelrnn": {"hidden": 16, "train": {"epochs": 2, "batch_size": 16}},
+    "vae": {"channels": 8, "embed": 4, "iw_samples": 4, "train": {"epochs": 2, "batch_size": 16}},
+    "gan": {"channels": 8, "latent_dim": 8, "train": {"epochs": 1, "batch_size": 16}},
+}
+EVALUATE = {"samples": 24, "grid": 9, "completion_rows": 3, "scale": 3, "nearest_k": 3, "latent_grid": {"steps": 4}}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with a small data set (12x12 sprites, 6 colors) and the three built-ins trained on it."""
+    repo = tmp_path_factory.mktemp("trained")
+    data = toy_sprites(count=64, colors=6, size=10)
+    palette = np.array([[255, 255, 255], [200, 40, 40], [40, 160, 40], [40, 40, 200], [240, 200, 0], [20, 20, 20]], dtype=np.uint8)
+    splits = {"train": data[:44], "val": data[44:52], "test": data[52:]}
+    dataset = SpriteDataset(palette, splits, {k: tuple(f"{k}{i}" for i in range(len(v))) for k, v in splits.items()})
+    dataset.save(Layout(repo).dataset)
+    Layout(repo).data_card.write_text(json.dumps(data_card(dataset, seed=0, quantized_sha256="0" * 64)))
+    params = {"quantize": {"size": 10}, "tensorize": {"val": 8, "test": 12}, "pipeline": {"models": list(TINY_MODELS)}, "models": TINY_MODELS, "evaluate": EVALUATE}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    for name in TINY_MODELS:
+        run(["pokegen", "train", name], repo)
+    return repo
+
+
+def _palette_only(path: Path, palette: np.ndarray, extra: tuple = ()) -> set[tuple[int, ...]]:
+    """Colors of a picture that are neither palette colors nor the allowed extras (gutters, covers)."""
+    colors = {tuple(int(c) for c in rgb) for rgb in np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3)}
+    return colors - {tuple(int(c) for c in rgb) for rgb in palette} - {GUTTER_RGB, *extra}
+
+
+def test_evaluate_writes_metrics_and_pictures_of_the_right_size_in_palette_colors(trained: Path) -> None:
+    layout = Layout(trained)
+    for name in TINY_MODELS:
+        run(["pokegen", "evaluate", name], trained)
+    palette = SpriteDataset.load(layout.dataset).palette
+    pictures = {name: sorted(p.name for p in layout.evaluation_pictures(name).iterdir()) for name in TINY_MODELS}
+    assert pictures == {
+        "pixelrnn": ["completion.png", "nearest.png", "samples.png"],
+        "vae": ["latent_grid.png", "nearest.png", "samples.png"],
+        "gan": ["nearest.png", "samples.png"],
+    }, "pictures follow each model's capabilities"
+    cell = 10 * 3 + 1  # sprite pixels x scale + the 1-pixel gutter
+    sizes = {
+        ("pixelrnn", "samples.png"): (3 * cell + 1, 3 * cell + 1),  # 9 sprites, 3 columns
+        ("pixelrnn", "completion.png"): (5 * cell + 1, 3 * cell + 1),  # real + 2 covers x (covered, completed); 3 rows
+        ("pixelrnn", "nearest.png"): (8 * cell + 1, 4 * cell + 1),  # 16 pairs, four a row
+        ("vae", "latent_grid.png"): (4 * cell + 1, 4 * cell + 1),
+    }
+    for (name, picture), size in sizes.items():
+        assert Image.open(layout.evaluation_pictures(name) / picture).size == size, (name, picture)
+    for name in TINY_MODELS:
+        for picture in layout.evaluation_pictures(name).iterdir():
+            extra = (COVER_RGB,) if picture.name == "completion.png" else ()
+            assert _palette_only(picture, palette, extra) == set(), f"{picture} holds colors outside the palette"
+
+    pixelrnn = json.loads(layout.evaluation_metrics("pixelrnn").read_text())
+    assert pixelrnn["likelihood"]["kind"] == "exact" and set(pixelrnn["completion"]) == {"cover_50", "cover_75"}
+    assert "bits_per_pixel" in pixelrnn["completion"]["cover_50"], "an exact conditional likelihood is scored"
+    vae = json.loads(layout.evaluation_metrics("vae").read_text())
+    assert vae["likelihood"]["kind"] == "bound" and vae["likelihood"]["elbo_bits_per_pixel"] > 0, "the bound and the ELBO, labelled"
+    gan = json.loads(layout.evaluation_metrics("gan").read_text())
+    assert gan["likelihood"] is None and gan["completion"] == {}, "no likelihood, no completion: skipped"
+    assert {"precision", "recall", "density", "coverage", "palette_js"} <= set(gan["distribution"])
+    speed = json.loads(layout.sampling_speed("gan").read_text())["sampling"]
+    assert speed["sprites"] == 24 and speed["sprites_per_second"] > 0
+
+    again = layout.evaluation_metrics("pixelrnn").read_bytes()
+    run(["pokegen", "evaluate", "pixelrnn"], trained)
+    assert layout.evaluation_metrics("pixelrnn").read_bytes() == again, "same seed, same metrics"
+
+
+def test_the_user_commands_draw_pictures(trained: Path, tmp_path: Path) -> None:
+    run(["pokegen", "sample", "gan", "-n", "4", "--seed", "1", "-o", str(tmp_path / "grid.png")], trained)
+    assert Image.open(tmp_path / "grid.png").size == (2 * 41 + 1, 2 * 41 + 1), "4 sprites, 2 columns, scale 4"
+
+    run(["pokegen", "complete", "pixelrnn", "--cover", "0.75", "-n", "2", "-o", str(tmp_path / "done.png")], trained)
+    assert Image.open(tmp_path / "done.png").size == (3 * 41 + 1, 2 * 41 + 1)
+
+    sprite = tmp_path / "mine.png"
+    make_sprite(3, size=10).save(sprite)
+    run(["pokegen", "complete", "pixelrnn", "--image", str(sprite), "-o", str(tmp_path / "mine-done.png")], trained)
+    assert Image.open(tmp_path / "mine-done.png").size == (3 * 41 + 1, 41 + 1)
+
+    run(["pokegen", "latent-grid", "vae", "--dims", "1", "3", "--steps", "3", "-o", str(tmp_path / "latent.png")], trained)
+    assert Image.open(tmp_path / "latent.png").size == (3 * 41 + 1, 3 * 41 + 1)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["complete", "pixelrnn", "--cover", "1.5"], "--cover 1.5: give the covered share of rows, between 0 and 1"),
+        (["complete", "gan"], "model 'gan' cannot complete"),
+        (["latent-grid", "pixelrnn"], "model 'pixelrnn' cannot decode"),
+        (["latent-grid", "vae", "--dims", "0", "10"], "evaluate.latent_grid.dims = [0, 10]: the model's code has 10 dims"),
+        (["complete", "pixelrnn", "--image", "tiny.png"], "is 4x4, smaller than quantize.size = 10"),
+        (["complete", "pixelrnn", "--image", "nowhere.png"], "--image nowhere.png: no such file"),
+    ],
+    ids=["cover", "no-complete", "no-decode", "dims", "image-size", "no-image"],
+)
+def test_bad_input_gets_a_clear_message_and_writes_nothing(trained: Path, args: list[str], message: str) -> None:
+    make_sprite(0, size=4).save(trained / "tiny.png")
+    result = run(["pokegen", *args, "-o", "out.png"], trained, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in " ".join(result.stderr.split()), result.stderr
+    assert not (trained / "out.png").exists()
+
+
+def test_a_model_not_trained_yet_is_named(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("{}\n")
+    result = run(["pokegen", "sample", "vae", "-o", "grid.png"], tmp_path, check=False)
+    assert result.returncode == 2 and "no trained model here" in result.stderr and "dvc repro" in result.stderr
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+def _browser_image_widths(page: Path, tmp_path: Path) -> list[int]:
+    """Open a copy of ``page`` in headless Chromium; the naturalWidth of each image once the page has loaded."""
+    import os
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
+        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium); CI installs it")
+    probe = '<script>addEventListener("load", () => document.body.dataset.widths = [...document.images].map(i => i.naturalWidth).join(","))</script>'
+    copy = tmp_path / "page.html"
+    copy.write_text(page.read_text().replace("</body>", probe + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]  # fmt: skip
+    dom = run([chromium, *flags, "--dump-dom", copy.as_uri()], tmp_path).stdout
+    found = dom.split('data-widths="', 1)
+    assert len(found) == 2, f"the page never finished loading:\n{dom[:500]}"
+    return [int(width) for width in found[1].split('"', 1)[0].split(",") if width]
+
+
+@pytest.mark.slow
+def test_the_report_lists_every_model_and_baselines_and_its_images_load_in_a_browser(trained: Path, tmp_path: Path) -> None:
+    layout = Layout(trained)
+    for name in TINY_MODELS:
+        if not layout.evaluation_metrics(name).is_file():
+            run(["pokegen", "evaluate", name], trained)
+    run(["pokegen", "report"], trained)
+    markdown = (layout.reports_dir / "report.md").read_text()
+    rows = [line.split("|")[1:-1] for line in markdown.splitlines() if line.startswith("| ")]
+    header, body = [cell.strip() for cell in rows[0]], [[cell.strip() for cell in row] for row in rows[1:]]
+    assert [row[0] for row in body] == [*TINY_MODELS, "baseline: global color frequencies", "baseline: per-position frequencies"]
+
+    # The baseline rows are computed on this data set, not copied from anywhere: the global one by hand here.
+    dataset = SpriteDataset.load(layout.dataset)
+    counts = np.bincount(dataset.splits["train"].reshape(-1), minlength=6) + 1.0
+    expected = -np.log2(counts / counts.sum())[dataset.splits["test"]].mean()
+    assert body[3][header.index("test bits/pixel")] == f"{expected:.3f}"
+    # The table shows what each evaluation/NAME/metrics.json holds.
+    vae = json.loads(layout.evaluation_metrics("vae").read_text())
+    assert body[1][header.index("test bits/pixel")] == f"{vae['likelihood']['bits_per_pixel']:.3f}"
+    assert body[1][header.index("precision")] == f"{vae['distribution']['precision']:.3f}"
+
+    linked = [line.split("](", 1)[1].rstrip(")") for line in markdown.splitlines() if line.startswith("![")]
+    assert len(linked) == 8 and all((layout.reports_dir / path).is_file() for path in linked), "the markdown's images lie beside it"
+    page = layout.reports_dir / "index.html"
+    text = html.unescape(page.read_text())
+    assert "<h2>Params used</h2>" in text and '"latent_dim": 10' in text, "the params used, plugin defaults resolved"
+    assert "<h2>Data card</h2>" in text and '"palette_size": 6' in text
+    sources = re.findall(r'(?:src|href)="([^"]*)"', text)
+    assert len(sources) == 8 and all(source.startswith("data:image/png;base64,") for source in sources), "self-contained"
+    widths = _browser_image_widths(page, tmp_path)
+    expected_widths = sorted(Image.open(layout.reports_dir / path).width for path in linked)
+    assert sorted(widths) == expected_widths, "every embedded image decoded at its own size"
