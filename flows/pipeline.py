@@ -23,6 +23,7 @@ from pokegen.flows.runners import placed, task_runner  # noqa: E402
 from prefect import flow, get_client, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_table_artifact  # noqa: E402
 from prefect.concurrency.sync import concurrency  # noqa: E402
+from prefect.futures import PrefectFuture  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from prefect.utilities.asyncutils import run_coro_as_sync  # noqa: E402
 
@@ -32,6 +33,7 @@ from pokegen.params import ModelSpec, Params, load_params, model_specs  # noqa: 
 
 DATA_STAGES = ("download", "quantize", "tensorize")
 GPU_LIMIT = "gpu"
+POLL_SECONDS = 0.5  # how long the flow waits on one model's task before looking at the next
 
 TASKS = {
     # Network trouble that outlasts the stage's own per-address retries gets two more tries.
@@ -89,9 +91,9 @@ def ensure_gpu_limit(slots: int) -> None:
 def pokemon_pipeline(root: str = ".", force: bool = False) -> dict[str, str]:
     """Bring every stage up to date. Returns {stage: 'ran' | 'up to date'}.
 
-    The data stages and the report run in this process. The trainings, then the evaluations, are
-    submitted to the flow's task runner together (in parallel on Dask or Ray), each carrying its
-    model's resources; DVC records each stage here, one at a time, once its task has finished.
+    The data stages and the report run in this process. Each model's training, then its evaluation,
+    is submitted to the flow's task runner (in parallel on Dask or Ray), carrying the model's
+    resources; DVC records each stage here, one at a time, once its task has finished.
     """
     logger = get_run_logger()
     layout = Layout(Path(root).resolve())
@@ -118,21 +120,36 @@ def pokemon_pipeline(root: str = ".", force: bool = False) -> dict[str, str]:
         if changed(stage):
             TASKS[stage](params, layout)
             recorded(stage)
-    for stage in MODEL_STAGES:
-        futures = {}
-        for name, spec in specs.items():
-            if changed(f"{stage}@{name}"):
-                with placed(spec.resources, params.pipeline.runner.kind):
-                    futures[name] = model_task(stage, spec).submit(stage, params, layout, name, spec.resources.gpus)
-        failed = []
-        for name, future in futures.items():
-            future.wait()
-            if future.state.is_completed():
-                recorded(f"{stage}@{name}")  # the others' outputs are kept even when one fails
-            else:
-                failed.append(future)
-        if failed:
-            failed[0].result()  # raises that stage's own error
+    # Each model's evaluation starts as soon as its own training is recorded; models run side by side
+    # where the task runner allows (Dask, Ray), one at a time on the local one.
+    pending: list[tuple[PrefectFuture, str]] = []
+
+    def submit(stage: str, name: str) -> bool:
+        if not changed(f"{stage}@{name}"):
+            return False
+        spec = specs[name]
+        with placed(spec.resources, params.pipeline.runner.kind):
+            pending.append((model_task(stage, spec).submit(stage, params, layout, name, spec.resources.gpus), f"{stage}@{name}"))
+        return True
+
+    for name in specs:
+        submit("train", name) or submit("evaluate", name)
+    failed = []
+    while pending:
+        future, stage = pending.pop(0)
+        future.wait(timeout=POLL_SECONDS)
+        if not future.state.is_final():
+            pending.append((future, stage))  # still running: look at the next one
+            continue
+        if not future.state.is_completed():
+            failed.append(future)  # the other models go on; their outputs are kept
+            continue
+        recorded(stage)
+        kind, name = stage.split("@", 1)
+        if kind == "train":
+            submit("evaluate", name)
+    if failed:
+        failed[0].result()  # raises that stage's own error
     if changed("report"):
         report_task(params, layout)
         recorded("report")

@@ -32,7 +32,7 @@ from PIL import Image  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COURSE_DATA = Path(os.environ.get("POKEGEN_TEST_DATA", REPO_ROOT.parent / "shared" / "data" / "pokemon-creation"))
 COURSE_FILES = ("image.rar", "pixel_color.txt", "colormap.txt")
-PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore")
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", "models/README.md", "evaluation/README.md")
 BIN = Path(sys.executable).parent
 
 
