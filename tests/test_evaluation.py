@@ -313,3 +313,15 @@ def test_the_report_lists_every_model_and_baselines_and_its_images_load_in_a_bro
     widths = _browser_image_widths(page, tmp_path)
     expected_widths = sorted(Image.open(layout.reports_dir / path).width for path in linked)
     assert sorted(widths) == expected_widths, "every embedded image decoded at its own size"
+
+
+def test_evaluate_names_a_nearest_k_the_test_split_cannot_support(trained: Path) -> None:
+    params = yaml.safe_load((trained / "params.yaml").read_text())
+    params["evaluate"]["nearest_k"] = 12
+    (trained / "params-k12.yaml").write_text(yaml.safe_dump(params))
+    before = Layout(trained).evaluation_metrics("gan").read_bytes() if Layout(trained).evaluation_metrics("gan").is_file() else None
+    result = run(["pokegen", "evaluate", "gan", "--params", "params-k12.yaml"], trained, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "evaluate.nearest_k = 12 needs more test sprites than that (12 in" in " ".join(result.stderr.split())
+    after = Layout(trained).evaluation_metrics("gan").read_bytes() if Layout(trained).evaluation_metrics("gan").is_file() else None
+    assert after == before, "nothing written"

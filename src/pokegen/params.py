@@ -178,11 +178,6 @@ class Params(StrictModel):
                 f"quantize.size = {q.size} is larger than the course sprites ({COURSE_SPRITE_SIZE}x{COURSE_SPRITE_SIZE}); "
                 f"use at most {COURSE_SPRITE_SIZE}"
             )
-        if self.evaluate.nearest_k >= self.tensorize.test:
-            raise ValueError(
-                f"evaluate.nearest_k = {self.evaluate.nearest_k} needs more test sprites than that "
-                f"(tensorize.test = {self.tensorize.test}); lower nearest_k or raise tensorize.test"
-            )
         held_out = self.tensorize.val + self.tensorize.test
         if course and held_out >= COURSE_SPRITE_COUNT:
             raise ValueError(

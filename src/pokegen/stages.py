@@ -22,7 +22,7 @@ from pokegen.baselines import fitted_baselines
 from pokegen.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 from pokegen.devices import choose_device
 from pokegen.download import MIRROR_ENV, Fetched, Progress, fetch, join_address
-from pokegen.errors import DataError, DownloadError
+from pokegen.errors import DataError, DownloadError, ParamsError
 from pokegen.evaluation import cover_mask, evaluate, latent_grid_codes
 from pokegen.fileio import remove_partials, sha256_file, sha256_tree, write_bytes_atomic, write_json_atomic
 from pokegen.images import completion_picture, pairs_picture, palette_grid, png_bytes
@@ -259,6 +259,11 @@ def run_evaluate(params: Params, layout: Layout, name: str) -> dict:
     settings = params.evaluate
     spec = model_specs(params)[name]
     dataset = SpriteDataset.load(layout.dataset)
+    if settings.nearest_k >= len(dataset.splits["test"]):
+        raise ParamsError(
+            f"evaluate.nearest_k = {settings.nearest_k} needs more test sprites than that "
+            f"({len(dataset.splits['test'])} in {layout.dataset}); lower evaluate.nearest_k or raise tensorize.test"
+        )
     trained_on = read_checkpoint_info(layout.model_dir(name)).get("data_sha256")
     if trained_on != sha256_file(layout.dataset):
         raise DataError(f"{layout.model_dir(name)} was trained on other data than {layout.dataset}; re-train it: dvc repro train@{name}")
