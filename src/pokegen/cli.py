@@ -160,13 +160,14 @@ def _needs(model, capability: str, name: str) -> None:
 
 OutputOption = typer.Option(..., "--output", "-o", help="PNG file to write")
 ScaleOption = typer.Option(4, min=1, max=32, help="picture pixels per sprite pixel")
+SeedOption = typer.Option(0, min=0, help="the same seed draws the same sprites")
 
 
 @app.command()
 def sample(
     name: str = typer.Argument(..., help="a trained model"),
     n: int = typer.Option(64, "-n", min=1, max=4096, help="how many sprites"),
-    seed: int = typer.Option(0, min=0),
+    seed: int = SeedOption,
     output: Path = OutputOption,
     scale: int = ScaleOption,
     params_path: Path = ParamsOption,
@@ -188,7 +189,7 @@ def complete(
     cover: float = typer.Option(0.5, help="share of rows covered at the bottom, between 0 and 1"),
     image: Path | None = typer.Option(None, help="your own sprite (PNG/GIF), cut and quantized like the training data; default: test sprites"),
     n: int = typer.Option(8, "-n", min=1, help="test sprites to complete (without --image)"),
-    seed: int = typer.Option(0, min=0),
+    seed: int = SeedOption,
     output: Path = OutputOption,
     scale: int = ScaleOption,
     params_path: Path = ParamsOption,
