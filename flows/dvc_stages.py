@@ -4,42 +4,94 @@
 command; save deps and outs (hashes, run cache); commit outs to the cache; write dvc.lock.
 Here the command is a Prefect task instead of a subprocess; the other steps are DVC's own
 calls, so both doors leave the same dvc.lock and cache, and `dvc status` is clean after either.
+
+Like `dvc repro`, a pipeline run holds DVC's repository lock from its first look at a stage to
+its last write: a second run (the flow again, `dvc repro`, `dvc push`) cannot interleave with it
+and fails with PipelineLockedError instead, before it changes anything.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
-from dvc.repo import Repo
+from dvc.exceptions import DvcException
+from dvc.lock import LockError
+from dvc.repo import Repo, lock_repo
 from dvc.stage import Stage
 
-
-@contextlib.contextmanager
-def _locked_stage(root: Path, name: str) -> Iterator[tuple[Repo, Stage]]:
-    # DVC resolves some output paths against the working directory, as its CLI always runs in the repo.
-    with contextlib.chdir(root), Repo(str(root)) as repo, repo.lock:
-        (stage,) = repo.stage.collect(name)
-        yield repo, stage
+from pokegen.errors import PokegenError
 
 
-def is_up_to_date(root: Path, name: str) -> bool:
-    with _locked_stage(root, name) as (_, stage):
-        return not stage.changed()
+class PipelineLockedError(PokegenError):
+    """Another DVC process (a pipeline run, `dvc repro`, `dvc push`...) holds the repository."""
 
 
-def prepare(root: Path, name: str) -> None:
-    """Remove the stage's non-persistent outputs, as `dvc repro` does before running a command."""
-    with _locked_stage(root, name) as (_, stage):
-        stage.remove_outs(ignore_remove=False, force=False)
+class PushError(PokegenError):
+    """`dvc push` after a run could not reach or fill the DVC remote."""
 
 
-def record(root: Path, name: str) -> None:
-    """Hash deps and outs, fill the cache and run cache, write dvc.lock and the outputs' .gitignore."""
-    with _locked_stage(root, name) as (repo, stage), repo.scm_context():
-        # DVC's own rule (Stage.run): no run-cache entry for a stage with an uncached plain output.
-        uncached = any(not out.use_cache for out in stage.outs if not (out.is_metric or out.is_plot))
-        stage.save(run_cache=not uncached)
-        stage.commit()
-        stage.dump(update_pipeline=False)
+class PipelineRepo:
+    """The DVC repository of one pipeline run, locked from `with` to its end.
+
+    Every call goes through one Repo instance, so DVC's lock is taken once (it is not re-entrant
+    across instances) and its caches are reset before each look, since stages run in between.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._exit = contextlib.ExitStack()
+
+    def __enter__(self) -> PipelineRepo:
+        with self._exit as stack:
+            # DVC resolves some output paths against the working directory, as its CLI always runs in the repo.
+            stack.enter_context(contextlib.chdir(self.root))
+            self.repo = stack.enter_context(Repo(str(self.root)))
+            try:
+                stack.enter_context(lock_repo(self.repo))
+            except LockError:
+                raise PipelineLockedError(
+                    f"{self.root}: another DVC process (a pipeline run, `dvc repro`, `dvc push`...) holds its lock "
+                    f"({self.root / '.dvc' / 'tmp' / 'lock'}); this run changed nothing. Run again when it has finished."
+                ) from None
+            self._exit = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._exit.close()
+
+    def _stage(self, name: str) -> Stage:
+        self.repo._reset()  # dvc.lock and the outputs changed since the last look
+        (stage,) = self.repo.stage.collect(name)
+        return stage
+
+    def is_up_to_date(self, name: str) -> bool:
+        return not self._stage(name).changed()
+
+    def prepare(self, name: str) -> None:
+        """Remove the stage's non-persistent outputs, as `dvc repro` does before running a command."""
+        self._stage(name).remove_outs(ignore_remove=False, force=False)
+
+    def record(self, name: str) -> None:
+        """Hash deps and outs, fill the cache and run cache, write dvc.lock and the outputs' .gitignore."""
+        stage = self._stage(name)
+        with self.repo.scm_context(quiet=True):  # the flow says once, at its end, what to git add
+            # DVC's own rule (Stage.run): no run-cache entry for a stage with an uncached plain output.
+            uncached = any(not out.use_cache for out in stage.outs if not (out.is_metric or out.is_plot))
+            stage.save(run_cache=not uncached)
+            stage.commit()
+            stage.dump(update_pipeline=False)
+
+    def push(self) -> int:
+        """`dvc push` to the default remote: the number of files sent (0 when it already had everything)."""
+        self.repo._reset()
+        if not self.repo.config["core"].get("remote"):
+            raise PushError(
+                f"{self.root / '.dvc' / 'config'}: no default DVC remote to push to; add one (dvc remote add -d NAME URL) or turn push off"
+            )
+        try:
+            return self.repo.push()
+        except DvcException as error:
+            raise PushError(
+                f"dvc push from {self.root} failed: {error}. The outputs are recorded here; run `dvc push` once the remote is reachable."
+            ) from None

@@ -6,16 +6,19 @@ before Prefect is imported anywhere, and every DVC test works in its own tempora
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -75,13 +78,14 @@ class CourseServer:
     /good/F     the file            /wrong/F  other bytes (checksum mismatch)
     /missing/F  404                 /html/F   an HTML error page with status 200
     /stall/F    headers, then silence          /flaky/F  503 twice, then the file
-    /user/F     bytes from ``user_files``
+    /user/F     bytes from ``user_files``      /gate/F   the file, once ``gate`` is set
     """
 
     base: str
     files: Path
     requests: list[str] = field(default_factory=list)
     user_files: dict[str, bytes] = field(default_factory=dict)
+    gate: threading.Event = field(default_factory=threading.Event)
 
     def url(self, route: str) -> str:
         return f"{self.base}/{route}"
@@ -118,6 +122,9 @@ def _handler(state: CourseServer, stop: threading.Event, flaky_counts: dict[str,
                 return self._send(200, real.read_bytes()[::-1])
             if route == "html":
                 return self._send(200, b"<!DOCTYPE html><html><body>Service unavailable</body></html>", "text/html")
+            if route == "gate":
+                state.gate.wait(120)  # holds a download where the test wants it
+                return self._send(200, real.read_bytes())
             if route == "flaky":
                 flaky_counts[name] = flaky_counts.get(name, 0) + 1
                 if flaky_counts[name] <= 2:
@@ -147,19 +154,100 @@ def course_server(course_data: Path) -> Iterator[CourseServer]:
     thread.start()
     yield state
     stop.set()
+    state.gate.set()
     server.shutdown()
     server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture
 def closed_port_url() -> str:
     """An address on 127.0.0.1 where nothing listens (connection refused)."""
-    import socket
+    return f"http://127.0.0.1:{free_port()}"
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+
+# --- servers and workers the tests start ------------------------------------------------
+
+
+def child_env(**extra: str | None) -> dict[str, str]:
+    """os.environ with this virtual environment first on PATH, plus ``extra`` (None: unset): for the processes tests start."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **extra}
+    return {key: value for key, value in env.items() if value is not None}
+
+
+@contextlib.contextmanager
+def background(cmd: list[str], cwd: Path, env: dict[str, str], ready: Callable[[], bool], log: Path, timeout: float = 90) -> Iterator[subprocess.Popen]:
+    """A server or worker process, ready once ``ready()`` holds; stopped with all its children on exit.
+
+    Its output goes to ``log``, whose tail is shown if it exits early or never gets ready."""
+    with log.open("wb") as sink:
+        process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-3000:]
+                raise AssertionError(f"{' '.join(cmd)} {'exited ' + str(process.returncode) if process.poll() is not None else 'never got ready'}:\n{tail}")
+            time.sleep(0.3)
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass
+class S3Server:
+    """moto's S3-compatible server on 127.0.0.1 and the credentials it accepts (any, in server mode)."""
+
+    endpoint: str
+    env: dict[str, str]
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            region_name=self.env["AWS_DEFAULT_REGION"],
+        )
+
+    def create_bucket(self, name: str) -> None:
+        self.client().create_bucket(Bucket=name)
+
+    def keys(self, bucket: str, prefix: str) -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    credentials = {"AWS_ACCESS_KEY_ID": "pokegen-test", "AWS_SECRET_ACCESS_KEY": "pokegen-test", "AWS_DEFAULT_REGION": "us-east-1"}
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with background(["moto_server", "-H", "127.0.0.1", "-p", str(port)], log.parent, child_env(), lambda: answers(f"{endpoint}/moto-api/"), log):
+        yield S3Server(endpoint, credentials)
 
 
 # --- synthetic sprites -----------------------------------------------------------------
@@ -209,10 +297,9 @@ def sprite_archive(tmp_path: Path) -> Path:
 # --- DVC repositories --------------------------------------------------------------------
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run(cmd: list[str], cwd: Path, env: dict[str, str | None] | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run a command with the test's virtual environment first on PATH; output captured as text."""
-    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
-    result = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cmd, cwd=cwd, env=child_env(**(env or {})), capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import run, set_param
+from conftest import S3Server, run, set_param
 
 from pokegen.fileio import sha256_file
 
@@ -85,6 +85,25 @@ def test_push_then_pull_into_a_fresh_clone_restores_every_output(repo: Path) -> 
     run(["dvc", "pull"], fresh)
     assert {path: sha256_file(fresh / path) for path in OUTPUTS} == before
     assert ran(run(["dvc", "repro"], fresh).stdout) == [], "pulled outputs need no re-run"
+
+
+def test_an_s3_remote_round_trip_restores_the_report_without_training(repo: Path, s3_server: S3Server) -> None:
+    before = {path: sha256_file(repo / path) for path in OUTPUTS}
+    s3_server.create_bucket("pokegen")
+    run(["dvc", "remote", "add", "-d", "s3", "s3://pokegen/dvc-store"], repo)
+    run(["dvc", "remote", "modify", "s3", "endpointurl", s3_server.endpoint], repo)
+    run(["dvc", "push"], repo, env=s3_server.env)
+    assert not (repo.parent / "pokegen-dvc-remote").exists(), "the outputs went to S3, not the default folder"
+    cached = sorted(p.relative_to(repo / ".dvc/cache").as_posix() for p in (repo / ".dvc/cache/files").rglob("*") if p.is_file())
+    pushed = s3_server.keys("pokegen", "dvc-store/")
+    assert pushed and set(pushed) <= {f"dvc-store/{name}" for name in cached}, "the bucket holds cache objects"
+    commit(repo)
+
+    fresh = repo.parent / "fresh"
+    run(["git", "clone", "-q", str(repo), str(fresh)], repo.parent)
+    run(["dvc", "pull"], fresh, env=s3_server.env)
+    assert {path: sha256_file(fresh / path) for path in OUTPUTS} == before
+    assert ran(run(["dvc", "repro"], fresh).stdout) == [], "the report came back without any stage running"
 
 
 def test_the_report_shows_the_figures_dvc_metrics_show(repo: Path) -> None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CourseServer, make_repo, run
+from conftest import CourseServer, make_repo, run, set_param, wait_for
+
+from pokegen.fileio import sha256_file
 
 pytestmark = pytest.mark.slow
 MODELS = ["pixelrnn", "vae", "gan"]
@@ -117,3 +122,50 @@ def test_a_gpu_training_is_tagged_and_held_to_the_gpu_limit(prefect_api: None, t
     limit = asyncio.run(read_limit())
     assert limit.limit == gpu_slots() == 1
     assert limit.active_slots == 0, "the training released its GPU slot"
+
+
+def test_a_failing_stage_fails_the_run_keeps_what_came_before_and_the_rerun_starts_there(prefect_api: None, reproduced: tuple[Path, str], tmp_path: Path, course_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pokegen.flows.pipeline import pokemon_pipeline
+
+    monkeypatch.setenv("POKEGEN_DATA_MIRROR", str(course_data))
+    repo = tmp_path / "clone"
+    shutil.copytree(reproduced[0], repo, symlinks=True)
+    lock = (repo / "dvc.lock").read_text()
+    weights = sha256_file(repo / "models/pixelrnn/model/weights.safetensors")
+
+    set_param(repo, "evaluate.nearest_k", 100)  # more than the 40 test sprites: evaluate@MODEL refuses it
+    state = pokemon_pipeline(root=str(repo), return_state=True)
+    assert state.is_failed() and "evaluate.nearest_k = 100 needs more test sprites" in state.message, state.message
+    assert sha256_file(repo / "models/pixelrnn/model/weights.safetensors") == weights, "the trainings before it are intact"
+    assert (repo / "dvc.lock").read_text() == lock, "nothing half-done was recorded"
+
+    set_param(repo, "evaluate.nearest_k", 5)  # the fix
+    again = pokemon_pipeline(root=str(repo))
+    assert [stage for stage, done in again.items() if done == "ran"] == [f"evaluate@{m}" for m in MODELS], "it starts at the failed stage"
+    assert again["report"] == "up to date", "the same evaluations as before: the report stands"
+    assert (repo / "dvc.lock").read_text() == lock
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+
+
+def test_a_second_run_meets_the_lock_and_changes_nothing(prefect_api: None, tmp_path: Path, course_server: CourseServer) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    from pokegen.flows.pipeline import pokemon_pipeline
+
+    repo = make_repo(tmp_path / "repo", models={}, download={"course_urls": [course_server.url("gate")], "retries": 0, "timeout_s": 120})
+    outcome: dict[str, str] = {}
+    first = threading.Thread(target=contextvars.copy_context().run, args=(lambda: outcome.update(pokemon_pipeline(root=str(repo))),))
+    first.start()
+    try:
+        wait_for(lambda: course_server.hits("/gate/"), timeout=60)  # the first run holds the repository, mid-download
+        by_dvc = run(["dvc", "repro"], repo, check=False)
+        assert by_dvc.returncode != 0 and "Unable to acquire lock" in by_dvc.stderr
+        by_flow = run(["pokegen", "pipeline"], repo, env={"PREFECT_API_URL": PREFECT_API_URL.value()}, check=False)
+        assert by_flow.returncode == 2 and "holds its lock" in by_flow.stderr and "this run changed nothing" in by_flow.stderr, by_flow.stderr
+        assert not (repo / "data" / "quantized").exists() and not (repo / "dvc.lock").exists()
+    finally:
+        course_server.gate.set()
+        first.join(timeout=300)
+    assert outcome == {"download": "ran", "quantize": "ran", "tensorize": "ran", "report": "ran"}
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+    assert set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"]) == set(outcome)

@@ -296,15 +296,34 @@ def plan(params_path: Path = ParamsOption) -> None:
 
 
 @app.command()
-def pipeline(params_path: Path = ParamsOption, force: bool = typer.Option(False, help="run every stage, changed or not")) -> None:
+def pipeline(
+    params_path: Path = ParamsOption,
+    force: bool = typer.Option(False, help="run every stage, changed or not"),
+    push: bool = typer.Option(False, help="then dvc push the outputs to the default DVC remote"),
+) -> None:
     """Run the pokemon-pipeline Prefect flow once (the same DAG and dvc.lock as `dvc repro`)."""
     try:
         load_params(params_path)
         from pokegen.flows.pipeline import run_pipeline
 
-        run_pipeline(params_path.resolve().parent, force=force)
+        run_pipeline(params_path.resolve().parent, force=force, push=push)
     except PokegenError as error:
         _fail(error)
+
+
+@app.command()
+def deploy(params_path: Path = ParamsOption) -> None:
+    """Register the scheduled pokemon-pipeline deployment (params.yaml's `deployment` section) with the Prefect server."""
+    try:
+        load_params(params_path)
+        from pokegen.flows.deployment import deploy as register
+
+        deployed = register(params_path.resolve().parent)
+    except PokegenError as error:
+        _fail(error)
+    typer.echo(f"Deployment '{deployed.full_name}' registered: {deployed.schedule}, work pool '{deployed.work_pool}'.")
+    typer.echo(f"Start a worker:  prefect worker start --pool {deployed.work_pool}")
+    typer.echo(f"Run it now:      prefect deployment run {deployed.full_name}")
 
 
 @params_app.command("check")

@@ -151,12 +151,23 @@ class PipelineParams(StrictModel):
         return self
 
 
+class DeploymentParams(StrictModel):
+    """The scheduled `pokemon-pipeline` deployment that `pokegen deploy` registers (flows/deployment.py)."""
+
+    name: str = Field("pokegen", min_length=1, description="run it with: prefect deployment run pokemon-pipeline/NAME")
+    work_pool: str = Field("pokegen", min_length=1, description="the Prefect work pool whose workers run it")
+    cron: str | None = Field("0 3 * * *", description="when it runs (checked by pokegen deploy); null: only when triggered")
+    timezone: str = Field("UTC", min_length=1)
+    push: bool = Field(True, description="dvc push the outputs to the default DVC remote after each run")
+
+
 class Params(StrictModel):
     download: DownloadParams = DownloadParams()
     quantize: QuantizeParams = QuantizeParams()
     tensorize: TensorizeParams = TensorizeParams()
     pipeline: PipelineParams = PipelineParams()
     evaluate: EvaluateParams = EvaluateParams()
+    deployment: DeploymentParams = DeploymentParams()
     # models.<name>: the plugin's own Config keys, plus `train` (TrainSettings) and `resources` (Resources).
     # Checked against each plugin by model_spec(), since only the plugin knows its keys.
     models: dict[str, dict[str, Any]] = {}

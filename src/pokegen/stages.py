@@ -311,7 +311,9 @@ def run_report(params: Params, layout: Layout) -> report.Table:
     ]
     table = report.metrics_table(entries + baselines, params.evaluate.covers)
     card = json.loads(layout.data_card.read_text()) if layout.data_card.is_file() else {}
-    used = params.model_dump(mode="json", by_alias=True)
+    # Only what the report depends on in dvc.yaml: the runner and the deployment change no figure.
+    used = params.model_dump(mode="json", by_alias=True, include={"download", "quantize", "tensorize", "evaluate"})
+    used["pipeline"] = {"models": params.pipeline.models}
     used["models"] = {  # each model's settings resolved: its plugin's defaults filled in
         name: {**spec.config.model_dump(mode="json"), "train": spec.train.model_dump(mode="json"), "resources": spec.resources.model_dump(mode="json")}
         for name, spec in model_specs(params).items()
