@@ -35,7 +35,16 @@ from PIL import Image  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COURSE_DATA = Path(os.environ.get("POKEGEN_TEST_DATA", REPO_ROOT.parent / "shared" / "data" / "pokemon-creation"))
 COURSE_FILES = ("image.rar", "pixel_color.txt", "colormap.txt")
-PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", "models/README.md", "evaluation/README.md")
+PROJECT_FILES = (
+    "dvc.yaml",
+    "params.yaml",
+    ".dvcignore",
+    ".gitignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    "models/README.md",
+    "evaluation/README.md",
+)
 BIN = Path(sys.executable).parent
 
 
@@ -181,7 +190,9 @@ def child_env(**extra: str | None) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def background(cmd: list[str], cwd: Path, env: dict[str, str], ready: Callable[[], bool], log: Path, timeout: float = 90) -> Iterator[subprocess.Popen]:
+def background(
+    cmd: list[str], cwd: Path, env: dict[str, str], ready: Callable[[], bool], log: Path, timeout: float = 90
+) -> Iterator[subprocess.Popen]:
     """A server or worker process, ready once ``ready()`` holds; stopped with all its children on exit.
 
     Its output goes to ``log``, whose tail is shown if it exits early or never gets ready."""
@@ -192,12 +203,15 @@ def background(cmd: list[str], cwd: Path, env: dict[str, str], ready: Callable[[
         while not ready():
             if process.poll() is not None or time.monotonic() > deadline:
                 tail = log.read_text(errors="replace")[-3000:]
-                raise AssertionError(f"{' '.join(cmd)} {'exited ' + str(process.returncode) if process.poll() is not None else 'never got ready'}:\n{tail}")
+                raise AssertionError(
+                    f"{' '.join(cmd)} {'exited ' + str(process.returncode) if process.poll() is not None else 'never got ready'}:\n{tail}"
+                )
             time.sleep(0.3)
         yield process
     finally:
+        # SIGINT, as Ctrl-C would: a Prefect worker shuts down on it but not on SIGTERM.
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+            os.killpg(process.pid, signal.SIGINT)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -244,9 +258,19 @@ class S3Server:
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    credentials = {"AWS_ACCESS_KEY_ID": "pokegen-test", "AWS_SECRET_ACCESS_KEY": "pokegen-test", "AWS_DEFAULT_REGION": "us-east-1"}
+    credentials = {
+        "AWS_ACCESS_KEY_ID": "pokegen-test",
+        "AWS_SECRET_ACCESS_KEY": "pokegen-test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with background(["moto_server", "-H", "127.0.0.1", "-p", str(port)], log.parent, child_env(), lambda: answers(f"{endpoint}/moto-api/"), log):
+    with background(
+        ["moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        log.parent,
+        child_env(),
+        lambda: answers(f"{endpoint}/moto-api/"),
+        log,
+    ):
         yield S3Server(endpoint, credentials)
 
 
@@ -297,7 +321,9 @@ def sprite_archive(tmp_path: Path) -> Path:
 # --- DVC repositories --------------------------------------------------------------------
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str | None] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], cwd: Path, env: dict[str, str | None] | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run a command with the test's virtual environment first on PATH; output captured as text."""
     result = subprocess.run(cmd, cwd=cwd, env=child_env(**(env or {})), capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
@@ -314,7 +340,13 @@ TINY_MODELS = {
 
 
 # Evaluation at a size that runs in seconds: fewer samples, smaller pictures.
-TINY_EVALUATE = {"samples": 32, "grid": 16, "completion_rows": 4, "scale": 2, "latent_grid": {"dims": [0, 1], "fixed": 0.0, "span": 2.0, "steps": 4}}
+TINY_EVALUATE = {
+    "samples": 32,
+    "grid": 16,
+    "completion_rows": 4,
+    "scale": 2,
+    "latent_grid": {"dims": [0, 1], "fixed": 0.0, "span": 2.0, "steps": 4},
+}
 
 
 def make_repo(path: Path, models: dict | None = None, **sections: dict) -> Path:

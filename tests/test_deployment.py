@@ -68,7 +68,20 @@ class PrefectServer:
         return self.post("/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
 
     def logs(self, run_id: str) -> list[dict]:
-        return self.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
+        """The flow run's logs, once the server has stored the last one (they arrive in batches, after the run)."""
+        stored: list[dict] = []
+
+        def complete() -> bool:
+            stored[:] = self.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
+            return any(log["task_run_id"] is None and log["message"].startswith("Finished in state") for log in stored)
+
+        try:
+            wait_for(complete, timeout=60)
+        except AssertionError:
+            raise AssertionError(
+                f"{len(stored)} logs stored, none says the run finished: {[m['message'][:80] for m in stored[-8:]]}"
+            ) from None
+        return stored
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +143,8 @@ def test_deploy_then_two_triggered_runs_leave_the_repo_as_dvc_repro_does(
         first = trigger(prefect_server, repo)
         second = trigger(prefect_server, repo)  # at once: the deployment runs one at a time, so it waits
         first_run, second_run = wait_final(prefect_server, [first, second])
+        # A finished run's process sends its last logs as it exits: read them before the worker stops.
+        first_logs, second_logs = prefect_server.logs(first), prefect_server.logs(second)
     assert first_run["state_type"] == second_run["state_type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[
         -3000:
     ]
@@ -145,11 +160,10 @@ def test_deploy_then_two_triggered_runs_leave_the_repo_as_dvc_repro_does(
     # Each stage its own task run with its own logs; the report table published; the idle run says so.
     tasks = {t["name"].rsplit("-", 1)[0]: t for t in prefect_server.task_runs(first)}
     assert sorted(tasks) == sorted([*STAGES, "push"])
-    logs = prefect_server.logs(first)
     for stage in ("quantize", "train@pixelrnn", "evaluate@gan", "report"):
-        assert any(log["task_run_id"] == tasks[stage]["id"] and log["name"].startswith("pokegen") for log in logs), (
-            f"{stage} logs"
-        )
+        assert any(
+            log["task_run_id"] == tasks[stage]["id"] and log["name"].startswith("pokegen") for log in first_logs
+        ), f"{stage} logs"
     artifacts = prefect_server.post(
         "/artifacts/filter", {"artifacts": {"key": {"any_": ["pokegen-report"]}, "flow_run_id": {"any_": [first]}}}
     )
@@ -157,7 +171,7 @@ def test_deploy_then_two_triggered_runs_leave_the_repo_as_dvc_repro_does(
     assert [t["name"].rsplit("-", 1)[0] for t in prefect_server.task_runs(second)] == ["push"], (
         "nothing changed: no stage ran"
     )
-    messages = [log["message"] for log in prefect_server.logs(second)]
+    messages = [log["message"] for log in second_logs]
     assert "Data and pipelines are up to date." in messages
     assert any("It already had every output" in m for m in messages)
 

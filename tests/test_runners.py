@@ -1,17 +1,17 @@
-"""Declared resources reach the engine: Dask resource annotations, Ray options, and a real Dask cluster."""
+"""Declared resources reach the engine: Dask resource annotations and Ray options, on real Dask and Ray clusters on 127.0.0.1."""
 
 from __future__ import annotations
 
-import os
-import subprocess
+import contextlib
+import contextvars
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import BIN, TINY_MODELS, make_repo, run, wait_for
+from conftest import TINY_MODELS, background, child_env, free_port, make_repo, run, wait_for
 
 from pokegen.errors import ParamsError
 from pokegen.layout import Layout
@@ -32,7 +32,9 @@ def test_a_runner_that_is_not_installed_is_named_with_its_extra(monkeypatch: pyt
     from pokegen.flows.runners import task_runner
 
     monkeypatch.setitem(sys.modules, "prefect_ray", None)  # as if prefect-ray were not installed
-    with pytest.raises(ParamsError, match=r"pipeline.runner.kind = 'ray' needs prefect-ray: pip install 'pokegen\[ray\]'"):
+    with pytest.raises(
+        ParamsError, match=r"pipeline.runner.kind = 'ray' needs prefect-ray: pip install 'pokegen\[ray\]'"
+    ):
         task_runner(RunnerParams(kind="ray"))
     with pytest.raises(ParamsError, match="address = 'tcp://x:1' is for kind dask or ray"):
         parse_params({"pipeline": {"runner": {"address": "tcp://x:1"}}})
@@ -56,39 +58,123 @@ def prefect_api() -> Iterator[None]:
         yield
 
 
+# The VAE asks for a GPU (and may fall back to the CPU, as this machine has none): it must wait for a
+# worker that advertises one. The GAN needs none and runs on the plain worker at once.
+GPU_AND_CPU_MODELS = {
+    "vae": {
+        **TINY_MODELS["vae"],
+        "resources": {"gpus": 1, "cpus": 1, "memory_gb": 0.5},
+        "train": {"epochs": 1, "cpu_fallback": True},
+    },
+    "gan": {**TINY_MODELS["gan"], "resources": {"cpus": 1, "memory_gb": 0.5}},
+}
+ALL_RAN = {
+    stage: "ran"
+    for stage in [
+        "download",
+        "quantize",
+        "tensorize",
+        "train@vae",
+        "train@gan",
+        "evaluate@vae",
+        "evaluate@gan",
+        "report",
+    ]
+}
+
+
+def _the_gpu_task_waits_for_a_gpu_worker(
+    repo: Path, gpu_worker: Callable[[], contextlib.AbstractContextManager]
+) -> None:
+    """Run the flow on ``repo``'s cluster; once the CPU model is done, start ``gpu_worker`` and see the GPU model run only then."""
+    from pokegen.flows.pipeline import run_pipeline
+
+    layout = Layout(repo)
+    outcome: dict = {}
+    flow = threading.Thread(
+        target=contextvars.copy_context().run, args=(lambda: outcome.update(run_pipeline(repo)),), daemon=True
+    )
+    flow.start()
+    wait_for(lambda: layout.evaluation_metrics("gan").is_file(), timeout=300)
+    time.sleep(3)  # the plain worker is idle now: a GPU task would have started on it by now if it could
+    assert not layout.model_dir("vae").exists(), "the GPU training ran on a worker without a GPU"
+    joined = time.time()
+    with gpu_worker():
+        flow.join(timeout=300)
+    assert not flow.is_alive(), "the flow did not finish once a GPU worker joined"
+    assert outcome == ALL_RAN
+    assert (layout.model_dir("vae") / "weights.safetensors").stat().st_mtime > joined, (
+        "trained after the GPU worker joined"
+    )
+    assert (layout.model_dir("gan") / "weights.safetensors").stat().st_mtime < joined
+    assert "up to date" in run(["dvc", "status"], repo).stdout, "DVC recorded the stages the workers ran"
+
+
 @pytest.mark.slow
 def test_models_train_in_parallel_on_dask_and_a_gpu_task_waits_for_a_gpu_worker(
     prefect_api: None, dask_cluster, tmp_path: Path, course_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pokegen.flows.pipeline import run_pipeline
-
     monkeypatch.setenv("POKEGEN_DATA_MIRROR", str(course_data))
-    # The VAE asks for a GPU (and may fall back to the CPU, as this machine has none): on Dask it must
-    # wait for a worker that advertises GPU=1. The GAN needs none and runs on the plain worker at once.
-    models = {"vae": {**TINY_MODELS["vae"], "resources": {"gpus": 1}, "train": {"epochs": 1, "cpu_fallback": True}}, "gan": TINY_MODELS["gan"]}
-    repo = make_repo(tmp_path / "repo", models=models, pipeline={"runner": {"kind": "dask", "address": dask_cluster.scheduler_address}})
-    layout = Layout(repo)
-    outcome: dict = {}
-    flow = threading.Thread(target=lambda: outcome.update(run_pipeline(repo)), daemon=True)
-    flow.start()
+    address = dask_cluster.scheduler_address
+    repo = make_repo(
+        tmp_path / "repo", models=GPU_AND_CPU_MODELS, pipeline={"runner": {"kind": "dask", "address": address}}
+    )
+    command = [
+        "dask",
+        "worker",
+        address,
+        "--nthreads",
+        "1",
+        "--resources",
+        "GPU=1",
+        "--no-dashboard",
+        "--host",
+        "127.0.0.1",
+    ]
+    _the_gpu_task_waits_for_a_gpu_worker(
+        repo, lambda: background(command, tmp_path, child_env(), lambda: True, tmp_path / "dask-gpu-worker.log")
+    )
 
-    wait_for(lambda: (layout.evaluation_metrics("gan")).is_file(), timeout=300)
-    time.sleep(3)  # the plain worker is idle now: a GPU task would have started on it by now if it could
-    assert not layout.model_dir("vae").exists(), "the GPU training ran on a worker without a GPU"
 
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    gpu_worker = subprocess.Popen(
-        [str(BIN / "dask"), "worker", dask_cluster.scheduler_address, "--nthreads", "1", "--resources", "GPU=1", "--no-dashboard", "--host", "127.0.0.1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    joined = time.time()
-    try:
-        flow.join(timeout=300)
-    finally:
-        gpu_worker.terminate()
-        gpu_worker.wait(timeout=30)
-    assert not flow.is_alive(), "the flow did not finish once a GPU worker joined"
-    assert outcome == {stage: "ran" for stage in ["download", "quantize", "tensorize", "train@vae", "train@gan", "evaluate@vae", "evaluate@gan", "report"]}
-    assert (layout.model_dir("vae") / "weights.safetensors").stat().st_mtime > joined, "trained after the GPU worker joined"
-    assert (layout.model_dir("gan") / "weights.safetensors").stat().st_mtime < joined
-    assert "up to date" in run(["dvc", "status"], repo).stdout, "DVC recorded the stages the workers ran"
+@pytest.mark.slow
+def test_on_ray_a_gpu_task_waits_for_a_node_with_a_gpu(
+    prefect_api: None, tmp_path: Path, course_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POKEGEN_DATA_MIRROR", str(course_data))
+    address = f"127.0.0.1:{free_port()}"
+    env = child_env(RAY_USAGE_STATS_ENABLED="0")
+    node = [
+        "ray",
+        "start",
+        "--block",
+        "--num-cpus",
+        "1",
+        "--object-store-memory",
+        str(100 * 2**20),
+        "--disable-usage-stats",
+    ]
+    head = [
+        *node,
+        "--head",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--port",
+        address.split(":")[1],
+        "--num-gpus",
+        "0",
+        "--include-dashboard=false",
+    ]
+
+    def nodes() -> int:
+        status = run(["ray", "status", "--address", address], tmp_path, env=env, check=False).stdout
+        return status.split("Pending:")[0].count(" node_")
+
+    # A Ray cluster of one CPU node on 127.0.0.1, then a second node that advertises a GPU.
+    with background(head, tmp_path, env, lambda: nodes() == 1, tmp_path / "ray-head.log"):
+        repo = make_repo(
+            tmp_path / "repo", models=GPU_AND_CPU_MODELS, pipeline={"runner": {"kind": "ray", "address": address}}
+        )
+        gpu_node = [*node, "--address", address, "--node-ip-address", "127.0.0.1", "--num-gpus", "1"]
+        _the_gpu_task_waits_for_a_gpu_worker(
+            repo, lambda: background(gpu_node, tmp_path, env, lambda: nodes() == 2, tmp_path / "ray-gpu-node.log")
+        )
