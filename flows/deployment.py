@@ -24,9 +24,6 @@ from pokegen.errors import ParamsError, PokegenError
 from pokegen.layout import Layout
 from pokegen.params import DeploymentParams, load_params
 
-FLOW_NAME = "pokemon-pipeline"
-
-
 class PrefectServerError(PokegenError):
     """No Prefect API to register a deployment with."""
 
@@ -117,4 +114,4 @@ def deploy(root: Path) -> Deployed:
         ignore_warnings=True,
     )
     schedule = f"cron '{config.cron}' ({config.timezone})" if config.cron else "no schedule (runs when triggered)"
-    return Deployed(deployment_id, f"{FLOW_NAME}/{config.name}", config.work_pool, schedule)
+    return Deployed(deployment_id, f"{pokemon_pipeline.name}/{config.name}", config.work_pool, schedule)

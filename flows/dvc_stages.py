@@ -40,10 +40,9 @@ class PipelineRepo:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._exit = contextlib.ExitStack()
 
     def __enter__(self) -> PipelineRepo:
-        with self._exit as stack:
+        with contextlib.ExitStack() as stack:  # undoes what it entered if taking the lock fails
             # DVC resolves some output paths against the working directory, as its CLI always runs in the repo.
             stack.enter_context(contextlib.chdir(self.root))
             self.repo = stack.enter_context(Repo(str(self.root)))
