@@ -76,7 +76,7 @@ def main() -> None:
         model = spec.plugin(spec.config, colors, size)
         settings = TrainSettings(**{**spec.train.model_dump(), "epochs": 1, "patience": None})
         start = time.perf_counter()
-        row = model.fit(train, val, settings, FitContext())[-1]
+        row = model.fit(train, val, settings, FitContext()).history[-1]
         print(f"training {name:9s} one epoch (batch {settings.batch_size:3d})    {throughput(len(train), time.perf_counter() - start)}  {row}")
 
     if args.full_pixelrnn:

@@ -13,11 +13,14 @@ and fails with PipelineLockedError instead, before it changes anything.
 from __future__ import annotations
 
 import contextlib
+import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
-from dvc.exceptions import DvcException
+from dvc.exceptions import DvcException, NotDvcRepoError
 from dvc.lock import LockError
 from dvc.repo import Repo, lock_repo
+from dvc.repo.reproduce import plan_repro
 from dvc.stage import Stage
 
 from pokegen.errors import PokegenError
@@ -29,6 +32,64 @@ class PipelineLockedError(PokegenError):
 
 class PushError(PokegenError):
     """`dvc push` after a run could not reach or fill the DVC remote."""
+
+
+STAGE_COMMANDS = ("check", "download", "quantize", "tensorize")  # pokegen stage NAME
+MODEL_COMMANDS = ("train", "evaluate")  # pokegen train NAME, pokegen evaluate NAME
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    """One stage of dvc.yaml's graph: its name, command and the stages whose outputs it reads."""
+
+    name: str
+    cmd: str
+    upstream: tuple[str, ...]
+    always_changed: bool = False
+
+    @property
+    def pokegen_command(self) -> tuple[str, ...] | None:
+        """The words after `pokegen` when the command is one of pokegen's stage commands, else None."""
+        words = tuple(shlex.split(self.cmd))
+        known = words[:1] == ("pokegen",) and (
+            (len(words) == 3 and words[1] == "stage" and words[2] in STAGE_COMMANDS)
+            or (len(words) == 3 and words[1] in MODEL_COMMANDS)
+            or words[1:] == ("report",)
+        )
+        return words[1:] if known else None
+
+    @property
+    def model(self) -> str | None:
+        """The model a `pokegen train NAME` or `pokegen evaluate NAME` stage runs."""
+        command = self.pokegen_command
+        return command[1] if command and command[0] in MODEL_COMMANDS else None
+
+
+def _plan(repo: Repo) -> list[PlannedStage]:
+    graph = repo.index.graph  # edges point from a stage to the stages it depends on
+    return [
+        PlannedStage(stage.addressing, stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd),
+                     tuple(sorted(upstream.addressing for upstream in graph.successors(stage))), stage.always_changed)
+        for stage in plan_repro(graph)  # the order `dvc repro` runs them in
+        if stage.cmd  # a .dvc file (data added with `dvc add`) has no command to run
+    ]  # fmt: skip
+
+
+class PipelineDefinitionError(PokegenError):
+    """dvc.yaml cannot be read as a stage graph (or there is no DVC repository)."""
+
+
+def read_plan(root: Path) -> list[PlannedStage]:
+    """dvc.yaml's stages in the order `dvc repro` runs them, each with its upstream stages (no lock taken).
+
+    Raises PipelineDefinitionError naming the folder or dvc.yaml and DVC's own complaint."""
+    try:
+        with contextlib.chdir(root), Repo(str(root)) as repo:  # DVC resolves some paths against the working directory
+            return _plan(repo)
+    except NotDvcRepoError:
+        raise PipelineDefinitionError(f"{root}: not a DVC repository (no .dvc folder); run this in a clone of the project") from None
+    except DvcException as error:
+        raise PipelineDefinitionError(f"{root / 'dvc.yaml'}: DVC cannot read the pipeline: {error}") from None
 
 
 class PipelineRepo:
@@ -58,6 +119,14 @@ class PipelineRepo:
 
     def __exit__(self, *exc_info) -> None:
         self._exit.close()
+
+    def plan(self) -> list[PlannedStage]:
+        """The stage graph as DVC reads it now (see read_plan). Raises PipelineDefinitionError."""
+        self.repo._reset()
+        try:
+            return _plan(self.repo)
+        except DvcException as error:
+            raise PipelineDefinitionError(f"{self.root / 'dvc.yaml'}: DVC cannot read the pipeline: {error}") from None
 
     def _stage(self, name: str) -> Stage:
         self.repo._reset()  # dvc.lock and the outputs changed since the last look

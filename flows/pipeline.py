@@ -1,11 +1,18 @@
-"""The `pokemon-pipeline` Prefect flow: the DAG of dvc.yaml, each stage a Prefect task.
+"""The `pokemon-pipeline` Prefect flow: dvc.yaml's stage graph, each stage a Prefect task.
 
-    download -> quantize -> tensorize -> train@MODEL -> evaluate@MODEL -> report
+    check -> download -> quantize -> tensorize -> train@MODEL -> evaluate@MODEL -> report
 
-A stage runs only when DVC says it changed, and is recorded in dvc.lock and the DVC
-cache by DVC itself (flows/dvc_stages.py): after this flow, `dvc status` is clean.
+The flow reads the graph from DVC itself (flows/dvc_stages.py), so a stage added to dvc.yaml runs
+here too, in dependency order. A stage runs only when DVC says it changed, and is recorded in
+dvc.lock and the DVC cache by DVC's own calls: after this flow, `dvc status` says what it says
+after `dvc repro`.
 
-Resources: a training whose plugin asks for GPUs carries the `gpu` tag and holds that many
+How a stage runs: pokegen's own commands (`pokegen stage NAME`, `pokegen train NAME`,
+`pokegen evaluate NAME`, `pokegen report`) run their stage function as a task in this process,
+and trainings and evaluations go to the task runner params.yaml names, carrying the model's
+declared resources. Any other command runs in a shell in the repository, as `dvc repro` would.
+
+Resources: a model stage whose plugin asks for GPUs carries the `gpu` tag and holds that many
 slots of the global concurrency limit `gpu`, which the flow sizes to the GPUs on this machine,
 so no more trainings share the GPUs than there are GPUs (Prefect itself has no per-task GPU
 declaration).
@@ -15,12 +22,16 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "pokegen")  # core logs show in the Prefect UI...
 logging.getLogger("pokegen").setLevel(logging.INFO)  # ...at INFO: Prefect gives extra loggers handlers, not a level
 
 from pokegen.flows import dvc_stages  # noqa: E402
+from pokegen.flows.dvc_stages import PlannedStage  # noqa: E402
 from pokegen.flows.runners import placed, task_runner  # noqa: E402
 from prefect import flow, get_client, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_table_artifact  # noqa: E402
@@ -30,53 +41,95 @@ from prefect.futures import PrefectFuture  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from prefect.utilities.asyncutils import run_coro_as_sync  # noqa: E402
 
-from pokegen import stages  # noqa: E402
+from pokegen.errors import PokegenError  # noqa: E402
 from pokegen.layout import Layout  # noqa: E402
-from pokegen.params import ModelSpec, Params, load_params, model_specs  # noqa: E402
+from pokegen.params import ModelSpec, Params, load_models  # noqa: E402
+from pokegen.stages.check import run_check  # noqa: E402
+from pokegen.stages.download import run_download  # noqa: E402
+from pokegen.stages.evaluate import run_evaluate  # noqa: E402
+from pokegen.stages.quantize import run_quantize  # noqa: E402
+from pokegen.stages.report import run_report  # noqa: E402
+from pokegen.stages.tensorize import run_tensorize  # noqa: E402
+from pokegen.stages.train import run_train  # noqa: E402
 
-DATA_STAGES = ("download", "quantize", "tensorize")
 GPU_LIMIT = "gpu"
 POLL_SECONDS = 0.5  # how long the flow waits on one model's task before looking at the next
-
-TASKS = {
-    # Network trouble that outlasts the stage's own per-address retries gets two more tries.
-    "download": task(stages.run_download, name="download", retries=2, retry_delay_seconds=[5, 30]),
-    "quantize": task(stages.run_quantize, name="quantize"),
-    "tensorize": task(stages.run_tensorize, name="tensorize"),
-}
-
-
 REPORT_ARTIFACT = "pokegen-report"
+log = logging.getLogger("pokegen.flows.pipeline")
 
 
-def _report(params: Params, layout: Layout) -> dict:
+class StageCommandError(PokegenError):
+    """A dvc.yaml stage's own command (not one of pokegen's) exited with an error."""
+
+
+def _report(params: Params, layout: Layout, specs: dict[str, ModelSpec]) -> dict:
     """Stage report, then its metrics table published as a Prefect artifact (shown in the UI)."""
-    table = stages.run_report(params, layout)
-    create_table_artifact(
-        table=table.records(),
-        key=REPORT_ARTIFACT,
-        description=f"pokegen models compared: {layout.reports_dir / 'index.html'}",
-    )
+    table = run_report(params, layout, specs)
+    create_table_artifact(table=table.records(), key=REPORT_ARTIFACT, description=f"pokegen models compared: {layout.reports_dir / 'index.html'}")
     return {"headers": table.headers, "rows": table.rows}
 
 
-report_task = task(_report, name="report")
+def _shell(stage: str, cmd: str, root: Path) -> None:
+    """A stage command of the user's own, run in a shell in the repository as `dvc repro` runs it; its output is logged."""
+    log.info("%s: > %s", stage, cmd)
+    result = subprocess.run(cmd, shell=True, cwd=root, capture_output=True, text=True)
+    for line in (result.stdout + result.stderr).splitlines():
+        log.info("%s: %s", stage, line)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-10:])
+        raise StageCommandError(f"stage '{stage}' in dvc.yaml: `{cmd}` exited {result.returncode}; fix the command or its inputs:\n{tail}")
 
 
-MODEL_STAGES = {"train": stages.run_train, "evaluate": stages.run_evaluate}
+TASKS = {
+    "check": task(run_check, name="check"),
+    # Network trouble that outlasts the stage's own per-address retries gets two more tries.
+    "download": task(run_download, name="download", retries=2, retry_delay_seconds=[5, 30]),
+    "quantize": task(run_quantize, name="quantize"),
+    "tensorize": task(run_tensorize, name="tensorize"),
+    "report": task(_report, name="report"),
+    "shell": task(_shell, name="shell"),
+}
+MODEL_STAGES: dict[str, Callable] = {
+    "train": lambda params, layout, spec: run_train(spec, layout),
+    "evaluate": run_evaluate,
+}
 
 
-def _model_stage(stage: str, params: Params, layout: Layout, name: str, gpus: int) -> dict:
-    if gpus:
-        with concurrency(GPU_LIMIT, occupy=gpus, strict=True):
-            return MODEL_STAGES[stage](params, layout, name)
-    return MODEL_STAGES[stage](params, layout, name)
+def _model_stage(kind: str, params: Params, layout: Layout, spec: ModelSpec) -> dict:
+    if spec.resources.gpus:
+        with concurrency(GPU_LIMIT, occupy=spec.resources.gpus, strict=True):
+            return MODEL_STAGES[kind](params, layout, spec)
+    return MODEL_STAGES[kind](params, layout, spec)
 
 
 def model_task(stage: str, spec: ModelSpec):
     """train@NAME or evaluate@NAME as a Prefect task carrying the model's declared resources."""
     tags = [f"model:{spec.name}"] + ([GPU_LIMIT] if spec.resources.gpus else [])
-    return task(_model_stage, name=f"{stage}@{spec.name}", tags=tags)
+    return task(_model_stage, name=stage, tags=tags)
+
+
+@dataclass(frozen=True)
+class StageCall:
+    """How the flow runs one stage: a task and its arguments, and the model whose resources it carries (model stages)."""
+
+    task: Callable
+    arguments: dict = field(default_factory=dict)
+    model: ModelSpec | None = None
+
+
+def stage_call(stage: PlannedStage, params: Params, layout: Layout, specs: dict[str, ModelSpec]) -> StageCall:
+    """pokegen's own stage commands run their function in-process; any other command runs in a shell."""
+    command = stage.pokegen_command
+    if command is None or (stage.model is not None and stage.model not in specs):
+        return StageCall(TASKS["shell"].with_options(name=stage.name), {"stage": stage.name, "cmd": stage.cmd, "root": layout.root})
+    if stage.model is not None:
+        spec = specs[stage.model]
+        return StageCall(model_task(stage.name, spec), {"kind": command[0], "params": params, "layout": layout, "spec": spec}, spec)
+    if command == ("stage", "check"):
+        return StageCall(TASKS["check"], {"layout": layout})
+    if command == ("report",):
+        return StageCall(TASKS["report"], {"params": params, "layout": layout, "specs": specs})
+    return StageCall(TASKS[command[1]], {"params": params, "layout": layout})
 
 
 def gpu_slots() -> int:
@@ -104,79 +157,81 @@ push_task = task(_push, name="push", cache_policy=NO_CACHE)
 
 @flow(name="pokemon-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def pokemon_pipeline(root: str = ".", force: bool = False, push: bool = False) -> dict[str, str]:
-    """Bring every stage up to date, then (``push``) send the outputs to the DVC remote.
+    """Bring every stage of dvc.yaml up to date, then (``push``) send the outputs to the DVC remote.
 
-    Returns {stage: 'ran' | 'up to date'}. The data stages and the report run in this process.
-    Each model's training, then its evaluation, goes to the task runner params.yaml asks for
-    (pipeline.runner: in parallel on Dask or Ray), carrying the model's resources. DVC records
-    each stage here, one at a time, and the run holds DVC's lock throughout (see dvc_stages).
+    Returns {stage: 'ran' | 'up to date'} in the order `dvc repro` would run them. A stage starts as
+    soon as every stage it depends on is recorded; trainings and evaluations go to the task runner
+    params.yaml asks for (pipeline.runner: in parallel on Dask or Ray). When a stage fails, the
+    stages that do not depend on it still run and are recorded; then the run fails with its error.
+    The run holds DVC's lock throughout (see dvc_stages).
     """
     logger = get_run_logger()
     layout = Layout(Path(root).resolve())
-    params = load_params(layout.params)  # validated, models included, before any work
-    specs = model_specs(params)
+    params, specs = load_models(layout.params)  # every door: a bad params.yaml stops here, before any stage
     if any(spec.resources.gpus for spec in specs.values()):
         ensure_gpu_limit(gpu_slots())
 
-    outcome: dict[str, str] = {}
     with dvc_stages.PipelineRepo(layout.root) as dvc, task_runner(params.pipeline.runner) as runner:
+        plan = dvc.plan()
+        outcome: dict[str, str] = {}
+        waiting = list(plan)
+        running: list[tuple[PrefectFuture, str]] = []
+        failed: dict[str, PrefectFuture | BaseException] = {}
+        blocked: set[str] = set()  # failed, or downstream of a failure
 
-        def changed(stage: str) -> bool:
-            if not force and dvc.is_up_to_date(stage):
-                logger.info("Stage '%s' didn't change, skipping", stage)
-                outcome[stage] = "up to date"
-                return False
-            dvc.prepare(stage)
-            return True
+        def recorded(name: str) -> None:
+            dvc.record(name)
+            outcome[name] = "ran"
 
-        def recorded(stage: str) -> None:
-            dvc.record(stage)
-            outcome[stage] = "ran"
+        def start(stage: PlannedStage) -> None:
+            if any(up in blocked for up in stage.upstream):
+                blocked.add(stage.name)
+                return
+            if not force and dvc.is_up_to_date(stage.name):
+                logger.info("Stage '%s' didn't change, skipping", stage.name)
+                outcome[stage.name] = "up to date"
+                return
+            dvc.prepare(stage.name)
+            call = stage_call(stage, params, layout, specs)
+            if call.model is not None:  # models run side by side where the task runner allows (Dask, Ray)
+                with placed(call.model.resources, params.pipeline.runner.kind):
+                    running.append((runner.submit(call.task, call.arguments), stage.name))
+                return
+            try:
+                call.task(**call.arguments)
+            except Exception as error:  # noqa: BLE001 - the stages that do not depend on it go on
+                failed[stage.name] = error
+                blocked.add(stage.name)
+                return
+            recorded(stage.name)
 
-        for stage in DATA_STAGES:
-            if changed(stage):
-                TASKS[stage](params, layout)
-                recorded(stage)
-        # Each model's evaluation starts as soon as its own training is recorded; models run side by side
-        # where the task runner allows (Dask, Ray), one at a time on the local one.
-        pending: list[tuple[PrefectFuture, str]] = []
-
-        def submit(stage: str, name: str) -> bool:
-            if not changed(f"{stage}@{name}"):
-                return False
-            spec = specs[name]
-            arguments = {"stage": stage, "params": params, "layout": layout, "name": name, "gpus": spec.resources.gpus}
-            with placed(spec.resources, params.pipeline.runner.kind):
-                pending.append((runner.submit(model_task(stage, spec), arguments), f"{stage}@{name}"))
-            return True
-
-        for name in specs:
-            submit("train", name) or submit("evaluate", name)
-        failed = []
-        while pending:
-            future, stage = pending.pop(0)
+        while waiting or running:
+            ready = next((s for s in waiting if all(up in outcome or up in blocked for up in s.upstream)), None)
+            if ready is not None:  # the first in DVC's order whose upstream stages are all settled
+                waiting.remove(ready)
+                start(ready)
+                continue
+            if not running:
+                break
+            future, name = running.pop(0)
             future.wait(timeout=POLL_SECONDS)
             if not future.state.is_final():
-                pending.append((future, stage))  # still running: look at the next one
-                continue
-            if not future.state.is_completed():
-                failed.append(future)  # the other models go on; their outputs are kept
-                continue
-            recorded(stage)
-            kind, name = stage.split("@", 1)
-            if kind == "train":
-                submit("evaluate", name)
+                running.append((future, name))  # still running: look at the next one
+            elif future.state.is_completed():
+                recorded(name)
+            else:
+                failed[name] = future  # the other models go on; their outputs are kept
+                blocked.add(name)
         if failed:
-            failed[0].result()  # raises that stage's own error
-        if changed("report"):
-            report_task(params, layout)
-            recorded("report")
-        if all(state == "up to date" for state in outcome.values()):
+            first = next(failed[stage.name] for stage in plan if stage.name in failed)  # DVC's order: the same error every time
+            if isinstance(first, BaseException):
+                raise first
+            first.result()  # raises that stage's own error
+        outcome = {stage.name: outcome[stage.name] for stage in plan}  # DVC's order, not the order stages finished
+        if all(state == "up to date" for stage, state in zip(plan, outcome.values(), strict=True) if not stage.always_changed):
             logger.info("Data and pipelines are up to date.")
         else:
-            logger.info(
-                "Recorded in dvc.lock: to track the changes with git, add dvc.lock and the .gitignore files DVC wrote."
-            )
+            logger.info("Recorded in dvc.lock: to track the changes with git, add dvc.lock and the .gitignore files DVC wrote.")
         if push:
             sent = push_task(dvc)
             logger.info("Pushed %d files to the DVC remote.%s", sent, "" if sent else " It already had every output.")

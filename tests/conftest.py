@@ -62,7 +62,9 @@ def course_run(tmp_path_factory: pytest.TempPathFactory, course_data: Path):
     """download -> quantize -> tensorize on the real course sprites, default params: (layout, metrics, data card)."""
     from pokegen.layout import Layout
     from pokegen.params import parse_params
-    from pokegen.stages import run_download, run_quantize, run_tensorize
+    from pokegen.stages.download import run_download
+    from pokegen.stages.quantize import run_quantize
+    from pokegen.stages.tensorize import run_tensorize
 
     layout = Layout(tmp_path_factory.mktemp("course"))
     params = parse_params({"download": {"mirrors": [str(course_data)]}})
@@ -349,10 +351,14 @@ TINY_EVALUATE = {
 }
 
 
+CODE_FOLDERS = ("src/pokegen", "plugins")  # the code dvc.yaml's stages depend on, as a clone holds it
+
+
 def make_repo(path: Path, models: dict | None = None, **sections: dict) -> Path:
-    """A temporary git repository holding the project's pipeline files (not its data or lock).
+    """A temporary git repository holding the project's pipeline files and code (not its data or lock).
 
     Its params.yaml is the project's, with tiny models (or ``models``), a tiny evaluation and any ``sections`` merged in.
+    The pokegen that runs is the installed one; see ``runs_its_own_code`` to run the copy.
     """
     import yaml
 
@@ -360,6 +366,8 @@ def make_repo(path: Path, models: dict | None = None, **sections: dict) -> Path:
     for name in PROJECT_FILES:
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO_ROOT / name, path / name)
+    for folder in CODE_FOLDERS:
+        shutil.copytree(REPO_ROOT / folder, path / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     params["models"] = models if models is not None else TINY_MODELS
     params["pipeline"] = {"models": list(params["models"])}
@@ -373,6 +381,13 @@ def make_repo(path: Path, models: dict | None = None, **sections: dict) -> Path:
     return path
 
 
+def runs_its_own_code(repo: Path) -> dict[str, str]:
+    """Environment under which pokegen (core and built-in plugins) is imported from ``repo``'s copy, as from
+    an editable install of that clone: the installed distribution's entry points name modules, found first here."""
+    (repo / "src" / "pokegen" / "plugins").symlink_to(Path("..", "..", "plugins"), target_is_directory=True)  # relative: copies keep it
+    return {"PYTHONPATH": str(repo / "src")}
+
+
 def set_param(repo: Path, dotted: str, value: object) -> None:
     import yaml
 
@@ -383,6 +398,15 @@ def set_param(repo: Path, dotted: str, value: object) -> None:
         node = node[key]
     node[leaf] = value
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def stale_stages(repo: Path) -> dict:
+    """`dvc status` as {stage: changes}, less the check stage that DVC lists on every call ("always changed"):
+    {} when every stage is up to date."""
+    import json
+
+    status = json.loads(run(["dvc", "status", "--json"], repo).stdout)
+    return {stage: changes for stage, changes in status.items() if changes != ["always changed"]}
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2) -> None:

@@ -14,7 +14,7 @@ from pokegen.errors import DownloadError
 from pokegen.fileio import sha256_file, sha256_tree
 from pokegen.layout import Layout
 from pokegen.params import Params, parse_params
-from pokegen.stages import run_download
+from pokegen.stages.download import run_download
 
 
 def params_for(*course_urls: str, **download: object) -> Params:

@@ -31,7 +31,7 @@ from pokegen.evaluation import (
 from pokegen.images import COVER_RGB, GUTTER_RGB
 from pokegen.layout import Layout
 from pokegen.params import EvaluateParams, LatentGridParams
-from pokegen.plugin import GenerativeModel
+from pokegen.plugin import FitResult, GenerativeModel
 from pokegen.tensorize import data_card
 from pokegen.testing import toy_sprites
 
@@ -47,8 +47,8 @@ class _Fixed(GenerativeModel):
         super().__init__(FrequencyConfig(), colors, size)
         self.memorized = memorized
 
-    def fit(self, train, val, settings, context) -> list[dict[str, float]]:
-        return []
+    def fit(self, train, val, settings, context) -> FitResult:
+        return FitResult([{"epoch": 1}], best_epoch=1)
 
     def log_prob(self, images: np.ndarray) -> np.ndarray:
         return np.full(len(images), -images[0].size * math.log(self.colors))

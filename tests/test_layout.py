@@ -38,7 +38,7 @@ def test_the_wheel_puts_only_pokegen_into_site_packages(tmp_path: Path) -> None:
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert tops == {"pokegen", wheel.name.split("-py3")[0] + ".dist-info"}
     names = zipfile.ZipFile(wheel).namelist()
-    assert "pokegen/flows/pipeline.py" in names and "pokegen/plugins/__init__.py" in names
+    assert "pokegen/flows/pipeline.py" in names and "pokegen/plugins/__init__.py" in names and "pokegen/stages/train.py" in names
 
 
 def test_the_console_command_is_installed() -> None:

@@ -86,3 +86,27 @@ def test_the_stage_command_stops_before_any_work_with_one_message(tmp_path: Path
         assert "quantize.colors" in result.stderr
         assert "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"], "nothing may be written"
+
+
+def _params_file(tmp_path: Path, edit) -> Path:
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    edit(params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_a_training_setting_the_plugin_does_not_use_is_refused(tmp_path: Path) -> None:
+    path = _params_file(tmp_path, lambda p: p["models"]["gan"]["train"].update(grad_clip=1.0, weight_decay=0.1))
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    message = str(info.value)
+    assert "models.gan.train.grad_clip: gan does not use it (it uses batch_size, cpu_fallback, epochs, lr, seed); remove it" in message
+    assert "models.gan.train.weight_decay: gan does not use it" in message
+    assert "models.vae" not in message, "the VAE's training loop reads every setting"
+
+
+def test_a_model_section_that_names_no_installed_plugin_is_an_error(tmp_path: Path) -> None:
+    path = _params_file(tmp_path, lambda p: p["models"].update(vea={"latent_dim": 2}))
+    with pytest.raises(ParamsError, match=r"models.vea: no model plugin named 'vea' is installed \(did you mean 'vae'\?\)"):
+        load_params(path, check_models=False)  # found without importing any plugin

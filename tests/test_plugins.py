@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import BIN, REPO_ROOT, run
+from conftest import BIN, REPO_ROOT, make_repo, run
 
 from pokegen.artifacts import SpriteDataset
 from pokegen.checkpoint import load_checkpoint
@@ -23,7 +23,7 @@ from pokegen.plugins.gan import GAN, GANConfig
 from pokegen.plugins.pixelrnn import PixelRNN, PixelRNNConfig
 from pokegen.plugins.vae import VAE, VAEConfig
 from pokegen.registry import discover
-from pokegen.testing import check_model, toy_sprites
+from pokegen.testing import check_model, model_checks, toy_sprites
 
 TINY = {
     "pixelrnn": {"hidden": 16},
@@ -32,12 +32,49 @@ TINY = {
 }
 
 
+BUILT_IN_CHECKS = [(plugin, check) for plugin in (PixelRNN, VAE, GAN) for check in model_checks(plugin, TINY[plugin.name])]
+
+
+@pytest.mark.parametrize(("plugin", "check"), BUILT_IN_CHECKS, ids=[f"{p.name}-{c.name}" for p, c in BUILT_IN_CHECKS])
+def test_the_built_ins_keep_the_contract(plugin, check) -> None:
+    check()
+
+
 @pytest.mark.parametrize("plugin", [PixelRNN, VAE, GAN], ids=lambda p: p.name)
-def test_the_built_ins_keep_the_contract(plugin) -> None:
-    ran = check_model(plugin, TINY[plugin.name])
-    assert {"declaration", "fit", "sample", "seeding", "save/load"} <= set(ran)
+def test_every_declared_capability_has_its_own_check(plugin) -> None:
+    names = [check.name for check in model_checks(plugin, TINY[plugin.name])]
+    assert {"declaration", "fit", "sample", "seeding", "save/load"} <= set(names)
     for capability in plugin.capabilities():
-        assert any(capability in name for name in ran), f"{capability} was not checked"
+        assert any(capability in name for name in names), f"{capability} was not checked"
+
+
+class _Unregistered(PixelRNN):
+    """A plugin that is not pip-installed: the kit must check it all the same."""
+
+    name = "not-installed-rnn"
+
+
+class _Broken(_Unregistered):
+    """Breaks two checks at once: samples outside the palette, and a fit that returns a bare list."""
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        return np.full((n, self.size, self.size), 255, dtype=np.uint8)
+
+    def fit(self, train, val, settings, context):
+        return super().fit(train, val, settings, context).history
+
+
+def test_the_kit_checks_a_class_that_is_not_installed() -> None:
+    assert "save/load" in check_model(_Unregistered, {"hidden": 8}, epochs=1)
+
+
+def test_the_kit_lists_every_broken_check_not_only_the_first() -> None:
+    with pytest.raises(AssertionError) as failure:
+        check_model(_Broken, {"hidden": 8}, epochs=1)
+    message = str(failure.value)
+    assert "[fit] fit returned list, expected pokegen.plugin.FitResult" in message
+    assert "[sample] color index 255 outside the 6-color palette" in message
+    assert "[declaration]" not in message and "[log_prob]" not in message
 
 
 @pytest.mark.parametrize(
@@ -54,7 +91,7 @@ def test_a_tiny_config_learns(plugin, config, loss: str) -> None:
     torch.manual_seed(0)
     model = plugin(config, colors=6, size=8)
     settings = TrainSettings(**{**plugin.train_defaults, "epochs": 6, "batch_size": 16, "patience": None})
-    history = model.fit(data[:56], data[56:], settings, FitContext())
+    history = model.fit(data[:56], data[56:], settings, FitContext()).history
     assert history[-1][loss] < history[0][loss], [row[loss] for row in history]
 
 
@@ -131,10 +168,10 @@ def test_the_listing_shows_distribution_version_capabilities_and_resources() -> 
     found = {info.name: info for info in discover()}
     assert {"pixelrnn", "vae", "gan"} <= set(found)
     assert found["pixelrnn"].distribution == "pokegen" and found["pixelrnn"].capabilities == ["log_prob", "complete", "conditional_log_prob"]
-    assert found["vae"].capabilities == ["log_prob", "encode", "decode"] and found["vae"].plugin.likelihood == "bound"
+    assert found["vae"].capabilities == ["log_prob", "elbo", "encode", "decode"] and found["vae"].plugin.likelihood == "bound"
     assert found["gan"].capabilities == [] and found["gan"].plugin.likelihood is None
     listing = run(["pokegen", "models"], REPO_ROOT).stdout
-    assert "log_prob, encode, decode" in listing and "gpus=0 cpus=2" in listing
+    assert "log_prob, elbo, encode, decode" in listing and "gpus=0 cpus=2" in listing
 
 
 def test_an_unknown_model_fails_validation_with_the_known_ones(tmp_path: Path) -> None:
@@ -220,9 +257,13 @@ def test_a_gpu_request_on_a_cpu_machine_fails_clearly_unless_fallback_is_allowed
 
 
 def test_plan_prints_each_task_with_its_resources(tmp_path: Path) -> None:
-    repo = _train_repo(tmp_path / "repo", {"vae": {"resources": {"gpus": 2, "cpus": 4}}, "gan": {}})
-    out = run(["pokegen", "plan"], repo).stdout
-    assert "train@vae   gpus=2 cpus=4" in out and "train@gan   gpus=0 cpus=2" in out
+    repo = make_repo(tmp_path / "repo", models={"vae": {"resources": {"gpus": 2, "cpus": 4}}, "gan": {}})
+    lines = {line.split()[0]: line for line in run(["pokegen", "plan"], repo).stdout.splitlines()}
+    assert "gpus=2 cpus=4" in lines["train@vae"] and "gpus=2 cpus=4" in lines["evaluate@vae"]
+    assert "gpus=0 cpus=2" in lines["train@gan"] and "after check, tensorize" in lines["train@gan"]
+    not_dvc = _train_repo(tmp_path / "plain", {"gan": {}})
+    refused = run(["pokegen", "plan"], not_dvc, check=False)
+    assert refused.returncode == 2 and "not a DVC repository" in refused.stderr and "Traceback" not in refused.stderr
 
 
 # --- a third-party plugin ------------------------------------------------------------------
@@ -243,8 +284,10 @@ def test_the_example_plugin_installs_lists_and_trains(tmp_path: Path) -> None:
     assert record["distribution"] == "pokegen-mixture" and record["class"] == "pokegen_mixture.model:CategoricalMixture"
     curves = Layout(repo).train_curves("mixture").read_text().splitlines()
     assert len(curves) == 6 and float(curves[-1].split(",")[1]) < float(curves[1].split(",")[1]), "EM lowers the bits/pixel"
-    contract = run(["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO_ROOT / "examples/pokegen-mixture/tests")], tmp_path, env=env)
-    assert "1 passed" in contract.stdout
+    contract = run(["python", "-m", "pytest", "-v", "-p", "no:cacheprovider", str(REPO_ROOT / "examples/pokegen-mixture/tests")], tmp_path, env=env)
+    for check in ("declaration", "fit", "sample", "seeding", "log_prob", "complete", "save/load"):
+        assert f"test_the_mixture_keeps_the_pokegen_contract[{check}] PASSED" in contract.stdout, "each check is its own test"
+    assert "7 passed" in contract.stdout
 
     # Evaluated and reported beside the others, with every metric its capabilities allow.
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -256,3 +299,59 @@ def test_the_example_plugin_installs_lists_and_trains(tmp_path: Path) -> None:
     assert metrics["likelihood"]["kind"] == "exact" and set(metrics["completion"]) == {"cover_50", "cover_75"}
     run(["pokegen", "report"], repo, env=env)
     assert "| mixture | exact |" in (Layout(repo).reports_dir / "report.md").read_text()
+
+
+class _NoMonitoredFigure(PixelRNN):
+    name = "pixelrnn"
+
+    def validation_metrics(self, val, epoch):
+        return {"val_loss": 1.0}
+
+
+def test_a_plugin_without_its_monitored_figure_gets_a_message_not_a_key_error() -> None:
+    from pokegen.training import PluginContractError
+
+    model = _NoMonitoredFigure(PixelRNNConfig(hidden=8), colors=6, size=8)
+    data = toy_sprites()
+    with pytest.raises(PluginContractError, match=r"validation_metrics returned \['train_loss', 'val_loss'\] without 'val_bits_per_pixel'.*set monitor = None"):
+        model.fit(data[:40], data[40:], TrainSettings(epochs=1, batch_size=16), FitContext())
+
+
+def test_a_checkpoint_an_older_plugin_wrote_is_refused_with_the_fix(tmp_path: Path) -> None:
+    from pokegen.checkpoint import CHECKPOINT_JSON, save_checkpoint
+    from pokegen.errors import DataError
+
+    model = PixelRNN(PixelRNNConfig(hidden=8), colors=6, size=8)
+    save_checkpoint(model, tmp_path, data_sha256="0" * 64, summary={})
+    record = json.loads((tmp_path / CHECKPOINT_JSON).read_text())
+    record["config"]["layers"] = 2  # a setting this version's PixelRNN does not have
+    record["version"] = "0.0.9"
+    (tmp_path / CHECKPOINT_JSON).write_text(json.dumps(record))
+    with pytest.raises(DataError) as info:
+        load_checkpoint(tmp_path)
+    message = str(info.value)
+    assert "layers: Extra inputs are not permitted" in message and "written by pokegen 0.0.9" in message
+    assert "dvc repro train@pixelrnn" in message
+
+
+class _Scripted(PixelRNN):
+    """Validation figures set by the test: epoch 2 is the best, epoch 3 the last."""
+
+    name = "pixelrnn"
+    SCRIPT = {1: 3.0, 2: 1.0, 3: 2.0}
+
+    def validation_metrics(self, val, epoch):
+        return {"val_bits_per_pixel": self.SCRIPT[epoch]}
+
+
+def test_train_records_the_best_epoch_fit_returns_not_the_last(tmp_path: Path) -> None:
+    from pokegen.params import ModelSpec
+    from pokegen.plugin import Resources
+    from pokegen.stages.train import run_train
+
+    repo = _train_repo(tmp_path / "repo", {"pixelrnn": TINY["pixelrnn"]})
+    spec = ModelSpec("pixelrnn", _Scripted, PixelRNNConfig(hidden=8), TrainSettings(epochs=3, batch_size=16), Resources())
+    summary = run_train(spec, Layout(repo))
+    assert (summary["best_epoch"], summary["monitor"], summary["epochs_run"]) == (2, "val_bits_per_pixel", 3)
+    assert summary["best"]["val_bits_per_pixel"] == 1.0 and summary["final"]["val_bits_per_pixel"] == 2.0
+    assert json.loads(Layout(repo).train_metrics("pixelrnn").read_text()) == summary

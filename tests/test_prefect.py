@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CourseServer, make_repo, run, set_param, wait_for
+from conftest import CourseServer, make_repo, run, set_param, stale_stages, wait_for
 
 from pokegen.fileio import sha256_file
 
 pytestmark = pytest.mark.slow
 MODELS = ["pixelrnn", "vae", "gan"]
-STAGES = ["download", "quantize", "tensorize", *(f"train@{m}" for m in MODELS), *(f"evaluate@{m}" for m in MODELS), "report"]
+STAGES = ["check", "download", "quantize", "tensorize", *(f"train@{m}" for m in MODELS), *(f"evaluate@{m}" for m in MODELS), "report"]
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,10 @@ def _task_runs(flow_run_id) -> list:
     return asyncio.run(read())
 
 
+def ran_by_dvc(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
+
+
 def _cache_entries(repo: Path) -> list[str]:
     cache = repo / ".dvc" / "cache"
     return sorted(path.relative_to(cache).as_posix() for path in cache.rglob("*") if path.is_file())
@@ -58,12 +62,12 @@ def test_the_flow_leaves_the_same_lock_and_a_clean_status(prefect_api: None, rep
     assert names == sorted(STAGES), "each stage is its own Prefect task run"
 
     assert yaml.safe_load((by_prefect / "dvc.lock").read_text()) == yaml.safe_load((by_dvc / "dvc.lock").read_text())
-    assert "up to date" in run(["dvc", "status"], by_prefect).stdout
-    assert "Data and pipelines are up to date" in run(["dvc", "repro"], by_prefect).stdout
+    assert stale_stages(by_prefect) == {}
+    assert ran_by_dvc(run(["dvc", "repro"], by_prefect).stdout) == ["check"]
     assert run(["git", "status", "--porcelain"], by_prefect).stdout == run(["git", "status", "--porcelain"], by_dvc).stdout
     assert _cache_entries(by_prefect) == _cache_entries(by_dvc), "the same objects and run-cache entries"
 
-    assert pokemon_pipeline(root=str(by_prefect)) == {stage: "up to date" for stage in STAGES}
+    assert pokemon_pipeline(root=str(by_prefect)) == {"check": "ran", **{stage: "up to date" for stage in STAGES[1:]}}
 
     artifact = _report_artifact()
     assert [row["model"] for row in artifact] == [*MODELS, "baseline: global color frequencies", "baseline: per-position frequencies"]
@@ -141,10 +145,11 @@ def test_a_failing_stage_fails_the_run_keeps_what_came_before_and_the_rerun_star
 
     set_param(repo, "evaluate.nearest_k", 5)  # the fix
     again = pokemon_pipeline(root=str(repo))
-    assert [stage for stage, done in again.items() if done == "ran"] == [f"evaluate@{m}" for m in MODELS], "it starts at the failed stage"
+    assert {stage for stage, done in again.items() if done == "ran"} == {"check", *(f"evaluate@{m}" for m in MODELS)}, "it starts at the failed stage"
+    assert list(again) == STAGES, "the outcome lists the stages in DVC's order, whatever order they finished in"
     assert again["report"] == "up to date", "the same evaluations as before: the report stands"
-    assert (repo / "dvc.lock").read_text() == lock
-    assert "up to date" in run(["dvc", "status"], repo).stdout
+    assert yaml.safe_load((repo / "dvc.lock").read_text()) == yaml.safe_load(lock)
+    assert stale_stages(repo) == {}
 
 
 def test_a_second_run_meets_the_lock_and_changes_nothing(prefect_api: None, tmp_path: Path, course_server: CourseServer) -> None:
@@ -158,14 +163,51 @@ def test_a_second_run_meets_the_lock_and_changes_nothing(prefect_api: None, tmp_
     first.start()
     try:
         wait_for(lambda: course_server.hits("/gate/"), timeout=60)  # the first run holds the repository, mid-download
+        recorded = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+        assert set(recorded) == {"check"}, "so far the first run recorded its check only"
         by_dvc = run(["dvc", "repro"], repo, check=False)
         assert by_dvc.returncode != 0 and "Unable to acquire lock" in by_dvc.stderr
         by_flow = run(["pokegen", "pipeline"], repo, env={"PREFECT_API_URL": PREFECT_API_URL.value()}, check=False)
         assert by_flow.returncode == 2 and "holds its lock" in by_flow.stderr and "this run changed nothing" in by_flow.stderr, by_flow.stderr
-        assert not (repo / "data" / "quantized").exists() and not (repo / "dvc.lock").exists()
+        assert not (repo / "data" / "quantized").exists() and yaml.safe_load((repo / "dvc.lock").read_text())["stages"] == recorded
     finally:
         course_server.gate.set()
         first.join(timeout=300)
-    assert outcome == {"download": "ran", "quantize": "ran", "tensorize": "ran", "report": "ran"}
-    assert "up to date" in run(["dvc", "status"], repo).stdout
+    assert outcome == {"check": "ran", "download": "ran", "quantize": "ran", "tensorize": "ran", "report": "ran"}
+    assert stale_stages(repo) == {}
     assert set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"]) == set(outcome)
+
+
+EXPORT = {  # a stage a user adds after the report: dvc.yaml is the one definition of the DAG
+    "cmd": "python -c \"import pathlib; pathlib.Path('export.md').write_text(pathlib.Path('reports/report.md').read_text().upper())\"",
+    "deps": ["reports"],
+    "outs": ["export.md"],
+}
+
+
+def test_a_stage_added_to_dvc_yaml_runs_in_the_flow_and_shows_in_plan(prefect_api: None, tmp_path: Path, course_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pokegen.flows.pipeline import pokemon_pipeline
+
+    monkeypatch.setenv("POKEGEN_DATA_MIRROR", str(course_data))
+    repo = make_repo(tmp_path / "repo", models={})
+    definition = yaml.safe_load((repo / "dvc.yaml").read_text())
+    definition["stages"]["export"] = EXPORT
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(definition, sort_keys=False))
+
+    plan = {line.split()[0]: line for line in run(["pokegen", "plan"], repo).stdout.splitlines()}
+    assert list(plan)[-1] == "export" and plan["export"].endswith("after report"), plan
+
+    state = pokemon_pipeline(root=str(repo), return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result() == {stage: "ran" for stage in ["check", "download", "quantize", "tensorize", "report", "export"]}
+    assert (repo / "export.md").read_text() == (repo / "reports" / "report.md").read_text().upper()
+    (export,) = [t for t in _task_runs(state.state_details.flow_run_id) if t.name.startswith("export")]
+    assert export.state.is_completed(), "the added stage is its own task run"
+    assert "export" in yaml.safe_load((repo / "dvc.lock").read_text())["stages"], "DVC recorded it"
+    assert stale_stages(repo) == {} and ran_by_dvc(run(["dvc", "repro"], repo).stdout) == ["check"]
+
+    definition["stages"]["export"]["cmd"] = "python -c \"print('no report today'); raise SystemExit(3)\""
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(definition, sort_keys=False))
+    failed = pokemon_pipeline(root=str(repo), return_state=True)
+    assert failed.is_failed() and "stage 'export' in dvc.yaml" in failed.message and "exited 3" in failed.message, failed.message
+    assert "no report today" in failed.message, "the command's own output is in the message"

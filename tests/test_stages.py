@@ -16,7 +16,8 @@ from pokegen.fileio import sha256_file
 from pokegen.layout import Layout
 from pokegen.params import parse_params
 from pokegen.quantize import read_course_images
-from pokegen.stages import run_quantize, run_tensorize
+from pokegen.stages.quantize import run_quantize
+from pokegen.stages.tensorize import run_tensorize
 
 COURSE_RMSE = 13.9  # the course's own palette against the same crops (shared/data README)
 

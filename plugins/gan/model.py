@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from pokegen.evaluation import palette_js_divergence
 from pokegen.plugin import Resources, TrainSettings
+from pokegen.stats import palette_js_divergence
 from pokegen.training import TorchModel, TrainingDiverged
 
 
@@ -82,7 +82,9 @@ class GAN(TorchModel):
     Config = GANConfig
     resources = Resources(gpus=0, cpus=2, memory_gb=2)
     monitor = None  # no likelihood to stop early on: train every epoch, keep the last
-    train_defaults = {"epochs": 100, "batch_size": 64, "lr": 2e-4, "grad_clip": None}
+    train_defaults = {"epochs": 100, "batch_size": 64, "lr": 2e-4}
+    # Its own training_step (Adam, no clipping, no weight decay) and no monitor (so no patience).
+    train_settings = frozenset({"epochs", "batch_size", "lr", "seed"})
 
     def __init__(self, config: GANConfig, colors: int, size: int) -> None:
         super().__init__(config, colors, size)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from pokegen.plugin import FitContext, GenerativeModel, TrainSettings
+from pokegen.plugin import FitContext, FitResult, GenerativeModel, TrainSettings
 
 
 class FrequencyConfig(BaseModel):
@@ -32,7 +32,7 @@ class FrequencyBaseline(GenerativeModel):
     def label(self) -> str:
         return "baseline: per-position frequencies" if self.config.per_position else "baseline: global color frequencies"
 
-    def fit(self, train: np.ndarray, val: np.ndarray, settings: TrainSettings | None = None, context: FitContext | None = None) -> list[dict[str, float]]:
+    def fit(self, train: np.ndarray, val: np.ndarray, settings: TrainSettings | None = None, context: FitContext | None = None) -> FitResult:
         flat = train.reshape(len(train), -1)
         if self.config.per_position:
             counts = np.stack([np.bincount(column, minlength=self.colors) for column in flat.T]).astype(np.float64)
@@ -40,7 +40,7 @@ class FrequencyBaseline(GenerativeModel):
             counts = np.tile(np.bincount(flat.reshape(-1), minlength=self.colors).astype(np.float64), (flat.shape[1], 1))
         counts += self.config.smoothing
         self.probabilities = counts / counts.sum(axis=1, keepdims=True)
-        return [{"epoch": 1}]
+        return FitResult([{"epoch": 1}], best_epoch=1)
 
     def _pixel_log_probs(self, images: np.ndarray) -> np.ndarray:
         flat = images.reshape(len(images), -1).astype(np.int64)
@@ -80,3 +80,11 @@ def fitted_baselines(train: np.ndarray, colors: int) -> list[FrequencyBaseline]:
         baseline.fit(train, train[:0])
         baselines.append(baseline)
     return baselines
+
+
+def baseline_metrics(dataset, settings) -> dict[str, dict]:
+    """Each baseline's label -> its evaluation metrics on ``dataset``'s test split (fitted on its train split)."""
+    from pokegen.evaluation import evaluate  # the grader imports the plugin API; baselines are plugins too
+
+    fitted = fitted_baselines(dataset.splits["train"], len(dataset.palette))
+    return {baseline.label: evaluate(baseline, dataset, settings).metrics for baseline in fitted}

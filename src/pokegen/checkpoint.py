@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from pokegen.errors import DataError
+from pokegen.errors import DataError, ParamsError
 from pokegen.fileio import write_bytes_atomic, write_json_atomic
 from pokegen.plugin import GenerativeModel
 from pokegen.registry import get_plugin, plugin_info
@@ -29,8 +30,17 @@ WEIGHTS = "weights.safetensors"
 FORMAT = "pokegen.checkpoint.v1"
 
 
+def _identity(model: GenerativeModel) -> tuple[str, str, str]:
+    """(class, distribution, version) from the registry; a class not installed yet (a plugin's own tests) names itself."""
+    try:
+        info = plugin_info(model.name)
+    except ParamsError:
+        return f"{type(model).__module__}:{type(model).__qualname__}", "unregistered", "?"
+    return info.target, info.distribution, info.version
+
+
 def save_checkpoint(model: GenerativeModel, folder: Path, *, data_sha256: str, summary: dict[str, Any]) -> None:
-    info = plugin_info(model.name)
+    target, distribution, version = _identity(model)
     tensors = {name: torch.as_tensor(np.asarray(value) if not isinstance(value, torch.Tensor) else value).contiguous() for name, value in model.state().items()}
     write_bytes_atomic(folder / WEIGHTS, save_tensors(tensors))
     write_json_atomic(
@@ -38,9 +48,9 @@ def save_checkpoint(model: GenerativeModel, folder: Path, *, data_sha256: str, s
         {
             "format": FORMAT,
             "plugin": model.name,
-            "class": info.target,
-            "distribution": info.distribution,
-            "version": info.version,
+            "class": target,
+            "distribution": distribution,
+            "version": version,
             "config": model.config.model_dump(mode="json"),
             "colors": model.colors,
             "size": model.size,
@@ -63,11 +73,21 @@ def read_checkpoint_info(folder: Path) -> dict[str, Any]:
     return record
 
 
-def load_checkpoint(folder: Path) -> GenerativeModel:
-    """Rebuild the model saved in ``folder``: plugin from the registry, config validated, weights loaded."""
+def load_checkpoint(folder: Path, plugin: type[GenerativeModel] | None = None) -> GenerativeModel:
+    """Rebuild the model saved in ``folder``: plugin from the registry (or ``plugin``), config validated, weights loaded.
+
+    Raises DataError when the checkpoint's config no longer fits the installed plugin (another version wrote it)."""
     record = read_checkpoint_info(folder)
-    plugin = get_plugin(record["plugin"], key=f"{folder / CHECKPOINT_JSON}: plugin")
-    config = plugin.Config.model_validate(record["config"])
+    plugin = plugin or get_plugin(record["plugin"], key=f"{folder / CHECKPOINT_JSON}: plugin")
+    try:
+        config = plugin.Config.model_validate(record["config"])
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in error['loc']) or 'config'}: {error['msg']}" for error in exc.errors())
+        raise DataError(
+            f"{folder / CHECKPOINT_JSON}: its config does not fit the installed {record['plugin']} plugin "
+            f"({problems}); it was written by {record.get('distribution', '?')} {record.get('version', '?')}. "
+            f"Re-train it: dvc repro train@{record['plugin']}"
+        ) from None
     model = plugin(config, record["colors"], record["size"])
     try:
         tensors = load_tensors((folder / WEIGHTS).read_bytes())

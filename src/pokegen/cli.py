@@ -22,7 +22,7 @@ from rich.progress import (
 
 from pokegen.errors import ParamsError, PokegenError
 from pokegen.layout import Layout
-from pokegen.params import load_params, model_specs
+from pokegen.params import load_models, load_params
 
 app = typer.Typer(help="pokegen: teach machines to create Pokémon.", no_args_is_help=True, add_completion=False)
 params_app = typer.Typer(help="Inspect params.yaml.", no_args_is_help=True)
@@ -33,6 +33,7 @@ ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="params 
 
 
 class StageName(str, Enum):
+    check = "check"
     download = "download"
     quantize = "quantize"
     tensorize = "tensorize"
@@ -55,14 +56,19 @@ def _fail(error: PokegenError) -> None:
 
 @app.command()
 def stage(name: StageName, params_path: Path = ParamsOption) -> None:
-    """Run one stage (what dvc.yaml calls)."""
-    from pokegen import stages
-
+    """Run one data stage (what dvc.yaml calls); `check` validates params.yaml and fingerprints the plugins."""
     _setup_logging()
     try:
-        params = load_params(params_path)  # validated before any work
         layout = Layout(params_path.resolve().parent)
+        if name is StageName.check:
+            from pokegen.stages.check import run_check
+
+            run_check(layout)
+            return
+        params = load_params(params_path, check_models=False)  # validated before any work (the check stage did the models)
         if name is StageName.download:
+            from pokegen.stages.download import run_download
+
             columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
             with Progress(*columns, console=stderr, disable=not stderr.is_terminal) as progress:
                 bars: dict[str, int] = {}
@@ -72,9 +78,15 @@ def stage(name: StageName, params_path: Path = ParamsOption) -> None:
                         bars[file] = progress.add_task(file, total=total)
                     progress.update(bars[file], completed=done, total=total)
 
-                stages.run_download(params, layout, on_progress)
+                run_download(params, layout, on_progress)
+        elif name is StageName.quantize:
+            from pokegen.stages.quantize import run_quantize
+
+            run_quantize(params, layout)
         else:
-            stages.STAGES[name.value](params, layout)
+            from pokegen.stages.tensorize import run_tensorize
+
+            run_tensorize(params, layout)
     except PokegenError as error:
         _fail(error)
 
@@ -82,12 +94,12 @@ def stage(name: StageName, params_path: Path = ParamsOption) -> None:
 @app.command()
 def train(name: str = typer.Argument(..., help="a model listed in pipeline.models"), params_path: Path = ParamsOption) -> None:
     """Train one model plugin (what dvc.yaml's train@NAME calls); resumes an interrupted run."""
-    from pokegen import stages
     from pokegen.plugin import FitContext
+    from pokegen.stages.train import run_train
 
     _setup_logging()
     try:
-        params = load_params(params_path)
+        params, specs = load_models(params_path)
         _check_listed(params, name)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=stderr, disable=not stderr.is_terminal, transient=True) as progress:
@@ -98,7 +110,7 @@ def train(name: str = typer.Argument(..., help="a model listed in pipeline.model
                     bars[epoch] = progress.add_task(f"{name} epoch {epoch}", total=batches)
                 progress.update(bars[epoch], completed=batch)
 
-            stages.run_train(params, Layout(params_path.resolve().parent), name, FitContext(on_batch=on_batch))
+            run_train(specs[name], Layout(params_path.resolve().parent), FitContext(on_batch=on_batch))
     except PokegenError as error:
         _fail(error)
 
@@ -106,13 +118,13 @@ def train(name: str = typer.Argument(..., help="a model listed in pipeline.model
 @app.command("evaluate")
 def evaluate_model(name: str = typer.Argument(..., help="a trained model listed in pipeline.models"), params_path: Path = ParamsOption) -> None:
     """Evaluate one trained model on the test split and draw its pictures (what dvc.yaml's evaluate@NAME calls)."""
-    from pokegen import stages
+    from pokegen.stages.evaluate import run_evaluate
 
     _setup_logging()
     try:
-        params = load_params(params_path)
+        params, specs = load_models(params_path)
         _check_listed(params, name)
-        stages.run_evaluate(params, Layout(params_path.resolve().parent), name)
+        run_evaluate(params, Layout(params_path.resolve().parent), specs[name])
     except PokegenError as error:
         _fail(error)
 
@@ -120,11 +132,12 @@ def evaluate_model(name: str = typer.Argument(..., help="a trained model listed 
 @app.command("report")
 def report_command(params_path: Path = ParamsOption) -> None:
     """Write reports/index.html and reports/report.md comparing every evaluated model (what dvc.yaml's report calls)."""
-    from pokegen import stages
+    from pokegen.stages.report import run_report
 
     _setup_logging()
     try:
-        stages.run_report(load_params(params_path), Layout(params_path.resolve().parent))
+        params, specs = load_models(params_path)
+        run_report(params, Layout(params_path.resolve().parent), specs)
     except PokegenError as error:
         _fail(error)
 
@@ -278,21 +291,24 @@ def models() -> None:
 
 @app.command()
 def plan(params_path: Path = ParamsOption) -> None:
-    """Print the DAG with the resources each task asks for."""
+    """Print dvc.yaml's stages in the order they run, what each waits for, and the resources model stages ask for."""
     try:
-        params = load_params(params_path)
-        specs = model_specs(params)
+        _, specs = load_models(params_path)
+        from pokegen.flows.dvc_stages import read_plan
+
+        stages = read_plan(params_path.resolve().parent)
     except PokegenError as error:
         _fail(error)
-    typer.echo("download -> quantize -> tensorize   (cpu)")
-    for name, spec in specs.items():
-        r = spec.resources
-        fallback = ", cpu fallback" if spec.train.cpu_fallback else ""
-        typer.echo(f"tensorize -> train@{name}   gpus={r.gpus} cpus={r.cpus} memory={r.memory_gb:g}GB{fallback}")
-    for name, spec in specs.items():
-        r = spec.resources
-        typer.echo(f"train@{name} -> evaluate@{name}   gpus={r.gpus} cpus={r.cpus} memory={r.memory_gb:g}GB")
-    typer.echo(f"{', '.join(f'evaluate@{name}' for name in specs) or 'tensorize'} -> report   (cpu)")
+    width = max(len(stage.name) for stage in stages)
+    for stage in stages:
+        model = specs.get(stage.model) if stage.model else None
+        if model is None:
+            where = "cpu, every run" if stage.always_changed else "cpu"
+        else:
+            r = model.resources
+            where = f"gpus={r.gpus} cpus={r.cpus} memory={r.memory_gb:g}GB" + (", cpu fallback" if model.train.cpu_fallback else "")
+        after = f"after {', '.join(stage.upstream)}" if stage.upstream else "first"
+        typer.echo(f"{stage.name:<{width}}  {where:<32}  {after}")
 
 
 @app.command()

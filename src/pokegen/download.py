@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -19,8 +20,10 @@ from urllib.parse import unquote, urlparse
 
 import httpx
 
+from pokegen.artifacts import RawData
 from pokegen.errors import DownloadError
-from pokegen.fileio import atomic_path, sha256_file
+from pokegen.fileio import atomic_path, sha256_file, sha256_tree
+from pokegen.params import DownloadParams
 
 log = logging.getLogger(__name__)
 
@@ -147,3 +150,54 @@ def _http_get(url: str, tmp: Path, name: str, timeout_s: float, on_progress: Pro
     except httpx.TransportError as exc:
         raise _Transient(f"unreachable ({type(exc).__name__}: {exc})") from None
     return digest.hexdigest()
+
+
+USER_SPRITES_DIR = "sprites"
+
+
+def mirror_bases(params: DownloadParams) -> list[str]:
+    """Mirrors in the order tried: $POKEGEN_DATA_MIRROR, download.mirrors, then the course addresses."""
+    from_env = [os.environ[MIRROR_ENV]] if os.environ.get(MIRROR_ENV) else []
+    return from_env + list(params.mirrors) + list(params.course_urls)
+
+
+def fetch_user_sprites(params: DownloadParams, raw_dir: Path, previous: RawData | None, on_progress: Progress | None) -> tuple[Path, str]:
+    """Bring-your-own sprites into raw_dir/sprites: an archive (URL or path) is fetched, a folder copied; both hashed.
+
+    Returns (path, sha256). Raises DownloadError naming the source."""
+    source = params.sprites
+    pinned = params.sprites_sha256
+    parsed = urlparse(source)
+    local = Path(unquote(parsed.path)) if parsed.scheme == "file" else (Path(source).expanduser() if "://" not in source else None)
+    target_dir = raw_dir / USER_SPRITES_DIR
+    if local is not None and local.is_dir():
+        if target_dir.exists():
+            shutil.rmtree(target_dir)
+        staging = raw_dir / f".{USER_SPRITES_DIR}.part"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(local, staging)
+        digest = sha256_tree(staging)
+        if pinned is not None and digest != pinned:
+            shutil.rmtree(staging)
+            raise DownloadError(
+                f"sprite folder {local}: tree sha256 {digest} does not match download.sprites_sha256 {pinned}; "
+                "fix the folder or the pin"
+            )
+        staging.rename(target_dir)
+        sprites, sha = target_dir, digest
+    else:
+        if local is not None and not local.exists():
+            raise DownloadError(f"download.sprites = {source!r}: no such file or folder; fix the path in params.yaml")
+        name = Path(parsed.path).name or "sprites"
+        if target_dir.is_dir():
+            shutil.rmtree(target_dir)
+        fetched: Fetched = fetch(
+            name, [source], target_dir / name, sha256=pinned, timeout_s=params.timeout_s,
+            retries=params.retries, backoff_s=params.backoff_s, on_progress=on_progress,
+        )  # fmt: skip
+        sprites, sha = fetched.path, fetched.sha256
+    if pinned is None:
+        if previous is not None and previous.source == source and previous.sprites_sha256 != sha:
+            log.warning("download.sprites %s changed since the last run: sha256 %s -> %s", source, previous.sprites_sha256, sha)
+        log.warning("download.sprites is not pinned; recorded sha256 %s. Pin it with download.sprites_sha256: %s", sha, sha)
+    return sprites, sha

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 from scipy.stats import mannwhitneyu
 from sklearn.cluster import KMeans
 from sklearn.metrics import pairwise_distances
@@ -29,7 +30,9 @@ from sklearn.metrics import pairwise_distances
 from pokegen.artifacts import SpriteDataset
 from pokegen.errors import ParamsError
 from pokegen.params import EvaluateParams, LatentGridParams
+from pokegen.images import completion_picture, pairs_picture, palette_grid
 from pokegen.plugin import GenerativeModel, bits_per_pixel
+from pokegen.stats import palette_js_divergence
 
 NEIGHBOUR_WEIGHT = 8.0  # so the two neighbour-agreement features count about as much as the 75 layout values
 FEATURE_SPACE = (
@@ -77,26 +80,13 @@ def nearest_hamming(queries: np.ndarray, reference: np.ndarray, chunk: int = 64)
     return distances, index
 
 
-def palette_js_divergence(a: np.ndarray, b: np.ndarray, colors: int) -> float:
-    """Jensen-Shannon divergence (bits, 0..1) between the palette histograms of two image sets."""
-    p = np.bincount(a.reshape(-1), minlength=colors) / a.size
-    q = np.bincount(b.reshape(-1), minlength=colors) / b.size
-    m = (p + q) / 2
-
-    def kl(x: np.ndarray) -> float:
-        nonzero = x > 0
-        return float((x[nonzero] * np.log2(x[nonzero] / m[nonzero])).sum())
-
-    return 0.5 * kl(p) + 0.5 * kl(q)
-
-
 def likelihood_metrics(model: GenerativeModel, test: np.ndarray) -> dict | None:
     """Test bits/pixel, labelled exact or bound; None for a model without a likelihood."""
     if model.likelihood is None:
         return None
     pixels = test.shape[1] * test.shape[2]
     metrics = {"kind": model.likelihood, "bits_per_pixel": bits_per_pixel(-model.log_prob(test), pixels)}
-    if callable(getattr(model, "elbo", None)):
+    if "elbo" in model.capabilities():
         metrics["elbo_bits_per_pixel"] = bits_per_pixel(-model.elbo(test), pixels)
     return metrics
 
@@ -214,3 +204,40 @@ def evaluate(model: GenerativeModel, dataset: SpriteDataset, settings: EvaluateP
     metrics["novelty"], nearest = novelty_metrics(samples, train, test, palette, settings)
     metrics["distribution"] = distribution_metrics(samples, test, palette, settings.nearest_k)
     return Evaluation(metrics, samples, nearest, completions, sprites_per_second)
+
+
+def summary_line(metrics: dict) -> str:
+    """One log line: the headline figures of an evaluation."""
+    parts = []
+    if (metrics.get("likelihood") or {}).get("bits_per_pixel") is not None:
+        parts.append(f"test {metrics['likelihood']['bits_per_pixel']:.3f} bits/pixel ({metrics['likelihood']['kind']})")
+    for key, row in (metrics.get("completion") or {}).items():
+        parts.append(f"{key} accuracy {row['accuracy']:.3f}")
+    copying = (metrics.get("novelty") or {}).get("data_copying_ct")
+    parts.append(f"C_T {'—' if copying is None else f'{copying:.3f}'}")
+    parts.append(f"precision {metrics['distribution']['precision']:.3f} recall {metrics['distribution']['recall']:.3f}")
+    return ", ".join(parts)
+
+
+
+NEAREST_PAIRS = 16  # sample / nearest-training-sprite pairs in nearest.png, four a row
+
+
+def pictures(model: GenerativeModel, result: Evaluation, dataset: SpriteDataset, settings: EvaluateParams) -> dict[str, Image.Image]:
+    """The pictures of one evaluation: samples.png, completion.png (complete), nearest.png, latent_grid.png (decode)."""
+    palette, test, scale = dataset.palette, dataset.splits["test"], settings.scale
+    grid = result.samples[: settings.grid]
+    drawn = {"samples.png": palette_grid(grid, palette, columns=int(np.ceil(np.sqrt(len(grid)))), scale=scale)}
+    if result.completions:
+        shown = min(settings.completion_rows, len(test))
+        masks = {cover: cover_mask(shown, test.shape[1], cover) for cover in result.completions}
+        completed = {cover: images[:shown] for cover, images in result.completions.items()}
+        drawn["completion.png"] = completion_picture(test[:shown], completed, masks, palette, scale=scale)
+    pairs = min(NEAREST_PAIRS, len(result.samples))
+    nearest = dataset.splits["train"][result.nearest_train[:pairs]]
+    drawn["nearest.png"] = pairs_picture(result.samples[:pairs], nearest, palette, pairs_per_row=4, scale=scale)
+    if "decode" in model.capabilities():
+        latent_dim = np.asarray(model.encode(test[:1])).shape[1]
+        codes = latent_grid_codes(latent_dim, settings.latent_grid)
+        drawn["latent_grid.png"] = palette_grid(model.decode(codes), palette, columns=settings.latent_grid.steps, scale=scale)
+    return drawn

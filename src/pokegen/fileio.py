@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,3 +64,15 @@ def sha256_tree(folder: Path) -> str:
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
     return digest.hexdigest()
+
+
+def write_folder_atomic(folder: Path, files: dict[str, bytes]) -> None:
+    """Replace ``folder`` with exactly ``files`` (relative paths), built beside it and renamed: never half-written."""
+    staging = folder.with_name(folder.name + PARTIAL_SUFFIX)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name, data in files.items():
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_bytes(data)
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)

@@ -14,6 +14,17 @@ class Layout:
     def params(self) -> Path:
         return self.root / "params.yaml"
 
+    # check -> checks
+    @property
+    def checks_dir(self) -> Path:
+        """params.json (params.yaml is valid) and plugins/NAME.json (each listed model's code fingerprint)."""
+        return self.root / "checks"
+
+    @property
+    def check_stamp(self) -> Path:
+        """What the last full params check passed on (local, outside DVC): a no-op run skips importing the plugins."""
+        return self.root / ".pokegen" / "params-checked"
+
     # download -> data/raw
     @property
     def raw_dir(self) -> Path:

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from pokegen.errors import ParamsError
-from pokegen.plugin import GenerativeModel, Resources, TrainSettings
+from pokegen.plugin import ALWAYS_ACCEPTED, GenerativeModel, Resources, TrainSettings
 
 COURSE_BASE_URL = "http://speech.ee.ntu.edu.tw/~tlkagk/courses/ML_2016/Pokemon_creation"
 PUBLIC_MIRROR_URL = "https://raw.githubusercontent.com/SunnyHaze/PixelRNN-Pokemon-Creation/main"
@@ -236,10 +236,13 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
 
 
 def load_params(path: Path, *, check_models: bool = True) -> Params:
-    """Read and validate params.yaml, every listed model's settings included.
+    """Read and validate params.yaml: every section, and each models.<name> names an installed plugin.
 
-    Raises ParamsError naming the file and every bad key.
+    With ``check_models`` each listed model's settings are also checked against its plugin (which
+    imports it). Raises ParamsError naming the file and every bad key.
     """
+    if check_models:
+        return load_models(path)[0]
     if not path.is_file():
         raise ParamsError(f"{path}: not found; run from the repository root or pass --params")
     try:
@@ -247,9 +250,33 @@ def load_params(path: Path, *, check_models: bool = True) -> Params:
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path} is not valid YAML: {exc}") from None
     params = parse_params(raw, str(path))
-    if check_models:
-        model_specs(params, str(path))
+    _check_model_sections(params, str(path))
     return params
+
+
+def load_models(path: Path) -> tuple[Params, dict[str, ModelSpec]]:
+    """params.yaml validated, and each model in pipeline.models resolved against its plugin: what a run
+    reads once and hands to its stages. Raises ParamsError naming the file and every bad key."""
+    params = load_params(path, check_models=False)
+    return params, model_specs(params, str(path))
+
+
+def _check_model_sections(params: Params, source: str) -> None:
+    """A models.<name> section must name an installed plugin: a misspelt name would otherwise be ignored."""
+    from pokegen.registry import registered_names  # package metadata only: no plugin is imported
+
+    known = registered_names()
+    problems = []
+    for name in params.models:
+        if name not in known:
+            hint = difflib.get_close_matches(name, known, n=1)
+            problems.append(
+                f"  - models.{name}: no model plugin named {name!r} is installed"
+                + (f" (did you mean '{hint[0]}'?)" if hint else f" (installed: {', '.join(known) or 'none'})")
+                + "; rename the section, install its plugin, or remove it"
+            )
+    if problems:
+        raise ParamsError(f"{source} is not valid:\n" + "\n".join(problems) + f"\nFix these keys in {source}.")
 
 
 @dataclass(frozen=True)
@@ -287,7 +314,13 @@ def model_specs(params: Params, source: str = "params.yaml") -> dict[str, ModelS
             problems.append(f"  - models.{name}: missing; add `{name}: {{}}` under models (DVC tracks each model's section)")
             continue
         raw = dict(params.models[name] or {})
-        train = _validate(TrainSettings, {**plugin.train_defaults, **(raw.pop("train", None) or {})}, ("models", name, "train"), problems)
+        asked = dict(raw.pop("train", None) or {})
+        accepted = plugin.train_settings | ALWAYS_ACCEPTED
+        for key in sorted(set(asked) - accepted):
+            if key in TrainSettings.model_fields:  # a real setting this plugin does not read (unknown keys are reported below)
+                problems.append(f"  - models.{name}.train.{key}: {name} does not use it (it uses {', '.join(sorted(accepted))}); remove it")
+                asked.pop(key)
+        train = _validate(TrainSettings, {**plugin.train_defaults, **asked}, ("models", name, "train"), problems)
         resources = _validate(Resources, {**plugin.resources.model_dump(), **(raw.pop("resources", None) or {})}, ("models", name, "resources"), problems)
         config = _validate(plugin.Config, raw, ("models", name), problems)
         if train is not None and resources is not None and config is not None:

@@ -13,7 +13,8 @@ It declares:
 
 and answers, for palette images of shape (n, size, size) with values < colors:
     __init__(config, colors, size)      build an untrained model (the core seeds torch first)
-    fit(data, settings, context)        train; returns per-epoch history rows
+    train_settings  the TrainSettings it uses (epochs, lr, ...); others in params.yaml are refused
+    fit(train, val, settings, context)  train; returns FitResult(history, best_epoch)
     sample(n, seed) -> (n, S, S) uint8  new sprites
     state() / load_state(tensors)       weights as a flat {name: tensor}; save/load are in the core
 
@@ -21,6 +22,7 @@ Optional capabilities, found by name and used by evaluation when present:
     log_prob(images) -> (n,) float64    log-likelihood in nats, exact or a lower bound (see likelihood)
     complete(images, mask, seed)        fill the pixels where mask is True
     conditional_log_prob(images, mask)  log p(pixels under mask | the others), nats, exact (n,) float64
+    elbo(images) -> (n,) float64        the evidence lower bound in nats, beside a tighter bound in log_prob
     encode(images) / decode(codes)      a latent space
 
 Torch models subclass TorchModel instead: they supply ``module``, ``optimizers`` and
@@ -40,7 +42,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-CAPABILITIES = ("log_prob", "complete", "conditional_log_prob", "encode", "decode")
+CAPABILITIES = ("log_prob", "elbo", "complete", "conditional_log_prob", "encode", "decode")
 
 
 def bits_per_pixel(nats_per_image: Any, pixels: int) -> float:
@@ -71,6 +73,20 @@ class TrainSettings(BaseModel):
     cpu_fallback: bool = Field(False, description="train on the CPU, with a warning, when the GPUs asked for are missing")
 
 
+TRAIN_SETTINGS = frozenset(TrainSettings.model_fields)
+ALWAYS_ACCEPTED = frozenset({"cpu_fallback"})  # about where a model trains, not how: every plugin takes it
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What fit returns: one row of metrics per epoch, the epoch (1-based) whose weights the model kept,
+    and the history column it was chosen on (None: no choice, the last epoch)."""
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    monitor: str | None = None
+
+
 @dataclass
 class FitContext:
     """What the core hands to fit: where to keep resumable state, the device, and a progress callback."""
@@ -88,6 +104,8 @@ class GenerativeModel(ABC):
     resources: ClassVar[Resources] = Resources()
     likelihood: ClassVar[Literal["exact", "bound"] | None] = None
     train_defaults: ClassVar[dict[str, Any]] = {}  # the plugin's own defaults for TrainSettings (epochs, lr, ...)
+    # The TrainSettings keys fit reads; params.yaml may set only these (and cpu_fallback). Not-torch models use few.
+    train_settings: ClassVar[frozenset[str]] = frozenset({"epochs", "seed"})
 
     def __init__(self, config: BaseModel, colors: int, size: int) -> None:
         self.config = config
@@ -95,8 +113,8 @@ class GenerativeModel(ABC):
         self.size = size
 
     @abstractmethod
-    def fit(self, train: np.ndarray, val: np.ndarray, settings: TrainSettings, context: FitContext) -> list[dict[str, float]]:
-        """Train on palette images; return one row of metrics per epoch."""
+    def fit(self, train: np.ndarray, val: np.ndarray, settings: TrainSettings, context: FitContext) -> FitResult:
+        """Train on palette images; return each epoch's metrics and the epoch whose weights were kept."""
 
     @abstractmethod
     def sample(self, n: int, seed: int = 0) -> np.ndarray:

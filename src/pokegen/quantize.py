@@ -14,7 +14,10 @@ import numpy as np
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
+from pokegen.artifacts import RawData
 from pokegen.errors import DataError
+from pokegen.params import COURSE_CROP, QuantizeParams
+from pokegen.sprites import read_sprites
 
 
 def distinct_colors(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -120,3 +123,23 @@ def match_to_crops(images_rgb: np.ndarray, crops: np.ndarray) -> np.ndarray:
     b = crops.reshape(len(crops), -1).astype(np.float64)
     distances = (a**2).sum(1)[:, None] - 2 * a @ b.T + (b**2).sum(1)[None, :]
     return distances.argmin(axis=1)
+
+
+def course_reference(raw: RawData, qp: QuantizeParams, crops: np.ndarray | None) -> dict | None:
+    """The course's own pixel_color/colormap against the same crops: the row to beat.
+
+    The course's line order is not the archive's, so each course image is matched to its closest crop.
+    Only comparable when the crops are the course's own cut (20x20 central crop of the course sprites).
+    """
+    if not raw.is_course or raw.course_pixels is None or raw.course_colormap is None:
+        return None
+    if qp.size != COURSE_CROP or qp.fit != "crop":
+        return None
+    if crops is None:
+        _, crops = read_sprites(raw.sprites, COURSE_CROP, "crop")
+    palette, indices = read_course_images(raw.course_pixels, raw.course_colormap, COURSE_CROP)
+    course_rgb = palette[indices]
+    nearest = match_to_crops(course_rgb, crops)
+    reference = reconstruction_error(crops[nearest], course_rgb)
+    reference["matched_sprites"] = int(len(np.unique(nearest)))
+    return reference

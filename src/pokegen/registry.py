@@ -7,8 +7,11 @@ still load. The built-ins are found exactly the same way as a third party's.
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.util
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -91,3 +94,53 @@ def plugin_info(name: str) -> PluginInfo:
     if name not in found:
         raise ParamsError(f"model {name!r} is not registered under the entry-point group {GROUP!r}; install its package")
     return found[name]
+
+
+def registered_names() -> list[str]:
+    """Names under the entry-point group, read from package metadata without importing any plugin."""
+    return sorted({entry.name for entry in entry_points(group=GROUP)})
+
+
+def _code_folder(module: str) -> Path | None:
+    """The folder (or file) holding a plugin's code: its package, or the module file of a top-level module.
+
+    Finding it imports the parent packages' __init__ only, never the plugin module itself (nor torch)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return None
+    if spec.submodule_search_locations:  # the module is a package: the whole package
+        return Path(next(iter(spec.submodule_search_locations)))
+    if "." in module:  # a module inside a package: the package it belongs to
+        return Path(spec.origin).parent
+    return Path(spec.origin)
+
+
+def hash_code(location: Path) -> str:
+    """SHA-256 of a source file, or of a package folder's files (names and bytes; compiled caches left out)."""
+    digest = hashlib.sha256()
+    files = [location] if location.is_file() else sorted(p for p in location.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    for path in files:
+        digest.update(f"{path.relative_to(location.parent).as_posix()}\0".encode())
+        digest.update(path.read_bytes())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def code_fingerprint(name: str) -> dict[str, str]:
+    """What identifies a plugin's code: entry point, distribution, version and a sha256 of its package's files.
+
+    A pip upgrade changes the version, an edit to an editable install changes the hash: either way
+    the fingerprint DVC tracks for train@NAME and evaluate@NAME changes. Never imports the plugin.
+    Raises ParamsError if no entry point registers ``name``."""
+    entry = next((e for e in entry_points(group=GROUP) if e.name == name), None)
+    if entry is None:
+        raise ParamsError(f"model {name!r} is not registered under the entry-point group {GROUP!r}; install its package")
+    distribution, version = (entry.dist.metadata["Name"], entry.dist.version) if entry.dist else ("?", "?")
+    try:
+        location = _code_folder(entry.module)
+    except (ImportError, ValueError) as exc:
+        location, problem = None, f"{type(exc).__name__}: {exc}"
+    else:
+        problem = "module not found"
+    code = hash_code(location) if location is not None else f"unavailable ({problem})"
+    return {"model": name, "entry_point": entry.value, "distribution": distribution, "version": version, "code_sha256": code}

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 
 from pokegen.evaluation import FEATURE_SPACE, cover_key
+from pokegen.plugin import ALWAYS_ACCEPTED
 
 IMAGES = "images"
 PICTURE_TITLES = {
@@ -26,12 +27,14 @@ MISSING = "—"
 
 @dataclass(frozen=True)
 class Entry:
-    """One row of the report: a model (or baseline), its evaluation metrics, pictures (name -> PNG) and curves CSV."""
+    """One row of the report: a model (or baseline), its evaluation metrics, pictures (name -> PNG) and curves CSV,
+    and the validation figure its training chose the best epoch on (train_metrics.json's monitor)."""
 
     name: str
     metrics: dict
     pictures: dict[str, bytes] = field(default_factory=dict)
     curves_csv: str = ""
+    monitor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,31 +86,19 @@ def metrics_table(entries: list[Entry], covers: list[float]) -> Table:
     return Table(headers, rows)
 
 
-def summary_line(metrics: dict) -> str:
-    """One log line: the headline figures of an evaluation."""
-    parts = []
-    if _get(metrics, "likelihood", "bits_per_pixel") is not None:
-        parts.append(f"test {metrics['likelihood']['bits_per_pixel']:.3f} bits/pixel ({metrics['likelihood']['kind']})")
-    for key, row in (metrics.get("completion") or {}).items():
-        parts.append(f"{key} accuracy {row['accuracy']:.3f}")
-    parts.append(f"C_T {_number(_get(metrics, 'novelty', 'data_copying_ct'))}")
-    parts.append(f"precision {metrics['distribution']['precision']:.3f} recall {metrics['distribution']['recall']:.3f}")
-    return ", ".join(parts)
-
-
-def _curve(curves_csv: str) -> tuple[str, list[tuple[float, float]]] | None:
-    """The first validation column of curves.csv (its monitored figure) as (epoch, value) points."""
+def _curve(curves_csv: str, monitor: str | None = None) -> tuple[str, list[tuple[float, float]]] | None:
+    """The monitored column of curves.csv (without a monitor, its first validation column) as (epoch, value) points."""
     rows = list(csv.DictReader(io.StringIO(curves_csv)))
-    columns = [c for c in (rows[0] if rows else {}) if c.startswith("val_")]
+    columns = [c for c in (rows[0] if rows else {}) if c == monitor] or [c for c in (rows[0] if rows else {}) if c.startswith("val_")]
     if not columns:
         return None
     column = columns[0]
     return column, [(float(r["epoch"]), float(r[column])) for r in rows if r.get(column)]
 
 
-def curve_svg(curves_csv: str, width: int = 360, height: int = 160) -> str:
-    """A small inline SVG line chart of the first validation curve; '' when there is none."""
-    found = _curve(curves_csv)
+def curve_svg(curves_csv: str, monitor: str | None = None, width: int = 360, height: int = 160) -> str:
+    """A small inline SVG line chart of the monitored (else the first) validation curve; '' when there is none."""
+    found = _curve(curves_csv, monitor)
     if not found or not found[1]:
         return ""
     column, points = found
@@ -175,7 +166,7 @@ def render_html(entries: list[Entry], table: Table, params: dict, data_card: dic
         for picture, png in entry.pictures.items():
             title = PICTURE_TITLES.get(picture, picture)
             out.append(f'<figure><img src="{_data_uri(png)}" alt="{e(entry.name)} {e(title)}"><figcaption>{e(title)}</figcaption></figure>')
-        svg = curve_svg(entry.curves_csv)
+        svg = curve_svg(entry.curves_csv, entry.monitor)
         if svg:
             out.append(f"<figure>{svg}<figcaption>Training curve</figcaption></figure>")
         out.append("</section>")
@@ -201,3 +192,19 @@ def render_markdown(entries: list[Entry], table: Table, params: dict, data_card:
     out += ["## Data card", "", "```json", json.dumps(data_card, indent=2, sort_keys=True), "```", ""]
     out += ["## Params used", "", "```json", json.dumps(params, indent=2, sort_keys=True), "```", ""]
     return "\n".join(out)
+
+
+def params_used(params, specs) -> dict:
+    """The params the report depends on in dvc.yaml (the runner and the deployment change no figure),
+    each model's settings resolved with its plugin's defaults filled in."""
+    used = params.model_dump(mode="json", by_alias=True, include={"download", "quantize", "tensorize", "evaluate"})
+    used["pipeline"] = {"models": params.pipeline.models}
+    used["models"] = {
+        name: {
+            **spec.config.model_dump(mode="json"),
+            "train": spec.train.model_dump(mode="json", include=spec.plugin.train_settings | ALWAYS_ACCEPTED),
+            "resources": spec.resources.model_dump(mode="json"),
+        }
+        for name, spec in specs.items()
+    }
+    return used

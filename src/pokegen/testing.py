@@ -1,18 +1,25 @@
 """Contract checks for model plugins, to run in a plugin's own tests (like scikit-learn's check_estimator).
 
-    from pokegen.testing import check_model
+One test per check, each named, so pytest lists what passed and what broke::
+
+    from pokegen.testing import parametrize_with_checks
     from mypkg.model import MyModel
 
-    def test_my_model_keeps_the_contract():
-        check_model(MyModel, config={"hidden": 8})   # a tiny config keeps it fast
+    @parametrize_with_checks(MyModel, config={"hidden": 8})   # a tiny config keeps it fast
+    def test_my_model(check):
+        check()
 
-Each check raises AssertionError with a message naming the check and what went wrong.
-The built-in models pass them (tests/test_plugins.py).
+or all at once, every failure listed: ``check_model(MyModel, {"hidden": 8})``. The class need not be
+pip-installed yet: nothing here goes through the entry-point registry. The model is trained once
+per process and shared by the checks. The built-in models pass them (tests/test_plugins.py).
 """
 
 from __future__ import annotations
 
+import functools
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +27,7 @@ import numpy as np
 import torch
 
 from pokegen.checkpoint import load_checkpoint, save_checkpoint
-from pokegen.plugin import FitContext, GenerativeModel, TrainSettings
+from pokegen.plugin import ALWAYS_ACCEPTED, TRAIN_SETTINGS, FitContext, FitResult, GenerativeModel, TrainSettings
 from pokegen.registry import check_plugin_class
 
 
@@ -40,80 +47,148 @@ def _check(condition: bool, check: str, detail: str) -> None:
         raise AssertionError(f"[{check}] {detail}")
 
 
-def check_model(
-    plugin: type[GenerativeModel],
-    config: dict[str, Any] | None = None,
-    *,
-    colors: int = 6,
-    size: int = 8,
-    epochs: int = 2,
-) -> list[str]:
-    """Run every contract check on ``plugin``; return the names of the checks that ran."""
-    ran = []
-    check_plugin_class(plugin, plugin.name)
-    ran.append("declaration")
+@dataclass(frozen=True)
+class Check:
+    """One named contract check; calling it raises AssertionError('[name] what went wrong') when it fails."""
 
-    settings = TrainSettings(**{**plugin.train_defaults, "epochs": epochs, "batch_size": 16, "patience": None, "seed": 0})
-    data = toy_sprites(colors=colors, size=size)
-    train, val = data[:40], data[40:]
+    name: str
+    run: Callable[[], None]
 
-    def build() -> GenerativeModel:
+    def __call__(self) -> None:
+        self.run()
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class _Subject:
+    """The plugin under test, trained once on toy sprites when a check first needs it."""
+
+    def __init__(self, plugin: type[GenerativeModel], config: dict[str, Any] | None, colors: int, size: int, epochs: int) -> None:
+        self.plugin, self.config, self.colors, self.size = plugin, config or {}, colors, size
+        self.settings = TrainSettings(**{**plugin.train_defaults, "epochs": epochs, "batch_size": 16, "patience": None, "seed": 0})
+        data = toy_sprites(colors=colors, size=size)
+        self.train, self.val = data[:40], data[40:]
+
+    def build(self) -> GenerativeModel:
         torch.manual_seed(0)
-        return plugin(plugin.Config.model_validate(config or {}), colors, size)
+        return self.plugin(self.plugin.Config.model_validate(self.config), self.colors, self.size)
 
-    model = build()
-    history = model.fit(train, val, settings, FitContext())
-    _check(isinstance(history, list) and len(history) >= 1, "fit", f"fit returned {history!r}, expected one row per epoch")
-    _check(all(np.isfinite(v) for row in history for v in row.values()), "fit", f"non-finite metrics: {history}")
-    ran.append("fit")
+    def fit(self) -> tuple[GenerativeModel, Any]:
+        model = self.build()
+        return model, model.fit(self.train, self.val, self.settings, FitContext())
 
-    samples = model.sample(5, seed=1)
-    _check(isinstance(samples, np.ndarray) and samples.shape == (5, size, size), "sample", f"shape {getattr(samples, 'shape', None)}, expected (5, {size}, {size})")
-    _check(samples.dtype == np.uint8, "sample", f"dtype {samples.dtype}, expected uint8")
-    _check(int(samples.max()) < colors, "sample", f"color index {int(samples.max())} outside the {colors}-color palette")
-    _check(np.array_equal(samples, model.sample(5, seed=1)), "seeding", "sample(n, seed) gave different sprites for the same seed")
-    ran += ["sample", "seeding"]
+    @functools.cached_property
+    def trained(self) -> tuple[GenerativeModel, Any]:
+        return self.fit()
 
-    again = build()
-    again.fit(train, val, settings, FitContext())
-    _check(np.array_equal(again.sample(5, seed=1), samples), "seeding", "two trainings with the same seed gave different models")
+    @property
+    def model(self) -> GenerativeModel:
+        return self.trained[0]
 
+    def mask(self) -> np.ndarray:
+        mask = np.zeros(self.val.shape, dtype=bool)
+        mask[:, self.size // 2 :] = True
+        return mask
+
+
+def model_checks(plugin: type[GenerativeModel], config: dict[str, Any] | None = None, *, colors: int = 6, size: int = 8, epochs: int = 2) -> list[Check]:
+    """Every contract check that applies to ``plugin`` (its optional capabilities included), in order."""
+    subject = _Subject(plugin, config, colors, size, epochs)
     capabilities = plugin.capabilities()
-    if "log_prob" in capabilities:
-        log_prob = model.log_prob(val)
-        _check(np.shape(log_prob) == (len(val),), "log_prob", f"shape {np.shape(log_prob)}, expected ({len(val)},)")
-        _check(bool(np.all(np.isfinite(log_prob))) and bool(np.all(np.asarray(log_prob) <= 1e-6)), "log_prob", "log-probabilities of discrete images must be finite and <= 0")
-        ran.append("log_prob")
-    if "complete" in capabilities:
-        mask = np.zeros(val.shape, dtype=bool)
-        mask[:, size // 2 :] = True
-        completed = model.complete(val, mask, seed=0)
-        _check(completed.shape == val.shape and completed.dtype == np.uint8, "complete", f"shape/dtype {completed.shape} {completed.dtype}")
-        _check(np.array_equal(completed[~mask], val[~mask]), "complete", "complete changed pixels outside the mask")
+
+    def declaration() -> None:
+        try:
+            check_plugin_class(plugin, plugin.name)
+        except TypeError as exc:
+            raise AssertionError(f"[declaration] {exc}") from None
+        unknown = set(plugin.train_settings) - TRAIN_SETTINGS
+        _check(not unknown, "declaration", f"train_settings names {sorted(unknown)}, which pokegen.plugin.TrainSettings does not have")
+        unused = set(plugin.train_defaults) - plugin.train_settings - ALWAYS_ACCEPTED
+        _check(not unused, "declaration", f"train_defaults sets {sorted(unused)}, which train_settings says fit does not use")
+
+    def fit() -> None:
+        _, result = subject.trained
+        _check(isinstance(result, FitResult), "fit", f"fit returned {type(result).__name__}, expected pokegen.plugin.FitResult(history, best_epoch)")
+        _check(len(result.history) >= 1, "fit", "fit returned no history rows, expected one per epoch")
+        _check(1 <= result.best_epoch <= len(result.history), "fit", f"best_epoch {result.best_epoch} is not one of the {len(result.history)} epochs")
+        _check(all(np.isfinite(v) for row in result.history for v in row.values()), "fit", f"non-finite metrics: {result.history}")
+
+    def sample() -> None:
+        samples = subject.model.sample(5, seed=1)
+        _check(isinstance(samples, np.ndarray) and samples.shape == (5, size, size), "sample", f"shape {getattr(samples, 'shape', None)}, expected (5, {size}, {size})")
+        _check(samples.dtype == np.uint8, "sample", f"dtype {samples.dtype}, expected uint8")
+        _check(int(samples.max()) < colors, "sample", f"color index {int(samples.max())} outside the {colors}-color palette")
+
+    def seeding() -> None:
+        samples = subject.model.sample(5, seed=1)
+        _check(np.array_equal(samples, subject.model.sample(5, seed=1)), "seeding", "sample(n, seed) gave different sprites for the same seed")
+        again, _ = subject.fit()
+        _check(np.array_equal(again.sample(5, seed=1), samples), "seeding", "two trainings with the same seed gave different models")
+
+    def log_prob() -> None:
+        scores = subject.model.log_prob(subject.val)
+        _check(np.shape(scores) == (len(subject.val),), "log_prob", f"shape {np.shape(scores)}, expected ({len(subject.val)},)")
+        _check(bool(np.all(np.isfinite(scores))) and bool(np.all(np.asarray(scores) <= 1e-6)), "log_prob", "log-probabilities of discrete images must be finite and <= 0")
+
+    def elbo() -> None:
+        bound = subject.model.elbo(subject.val)
+        _check(np.shape(bound) == (len(subject.val),), "elbo", f"shape {np.shape(bound)}, expected ({len(subject.val)},)")
+        _check(bool(np.all(np.isfinite(bound))) and bool(np.all(np.asarray(bound) <= 1e-6)), "elbo", "the ELBO of discrete images must be finite and <= 0")
+
+    def complete() -> None:
+        mask = subject.mask()
+        completed = subject.model.complete(subject.val, mask, seed=0)
+        _check(completed.shape == subject.val.shape and completed.dtype == np.uint8, "complete", f"shape/dtype {completed.shape} {completed.dtype}")
+        _check(np.array_equal(completed[~mask], subject.val[~mask]), "complete", "complete changed pixels outside the mask")
         _check(int(completed.max()) < colors, "complete", "completed pixels outside the palette")
-        ran.append("complete")
-    if "conditional_log_prob" in capabilities:
-        mask = np.zeros(val.shape, dtype=bool)
-        mask[:, size // 2 :] = True
-        conditional = model.conditional_log_prob(val, mask)
-        whole = model.log_prob(val)
+
+    def conditional_log_prob() -> None:
+        model, val, mask = subject.model, subject.val, subject.mask()
+        conditional, whole = model.conditional_log_prob(val, mask), model.log_prob(val)
         _check(np.shape(conditional) == (len(val),), "conditional_log_prob", f"shape {np.shape(conditional)}, expected ({len(val)},)")
         _check(bool(np.all(conditional <= 1e-6)) and bool(np.all(conditional >= whole - 1e-4)), "conditional_log_prob", "log p(covered | rest) must lie between log p(image) and 0")
         _check(np.allclose(model.conditional_log_prob(val, np.ones_like(mask)), whole, atol=1e-4), "conditional_log_prob", "with everything covered it must equal log_prob")
-        ran.append("conditional_log_prob")
-    if "encode" in capabilities:
-        codes = model.encode(val)
-        decoded = model.decode(codes)
-        _check(np.ndim(codes) == 2 and len(codes) == len(val), "encode", f"codes shape {np.shape(codes)}, expected (n, dims)")
-        _check(decoded.shape == val.shape and decoded.dtype == np.uint8, "decode", f"decode gave {decoded.shape} {decoded.dtype}")
-        ran.append("encode/decode")
 
-    with tempfile.TemporaryDirectory() as folder:
-        save_checkpoint(model, Path(folder), data_sha256="0" * 64, summary={})
-        loaded = load_checkpoint(Path(folder))
-        _check(type(loaded) is plugin, "save/load", f"loaded a {type(loaded).__name__}")
-        _check(np.array_equal(loaded.sample(5, seed=1), samples), "save/load", "the reloaded model samples differently")
-        if "log_prob" in capabilities:
-            _check(np.allclose(loaded.log_prob(val), model.log_prob(val)), "save/load", "the reloaded model scores differently")
-    ran.append("save/load")
-    return ran
+    def encode_decode() -> None:
+        codes = subject.model.encode(subject.val)
+        decoded = subject.model.decode(codes)
+        _check(np.ndim(codes) == 2 and len(codes) == len(subject.val), "encode", f"codes shape {np.shape(codes)}, expected (n, dims)")
+        _check(decoded.shape == subject.val.shape and decoded.dtype == np.uint8, "decode", f"decode gave {decoded.shape} {decoded.dtype}")
+
+    def save_load() -> None:
+        model = subject.model
+        with tempfile.TemporaryDirectory() as folder:
+            save_checkpoint(model, Path(folder), data_sha256="0" * 64, summary={})
+            loaded = load_checkpoint(Path(folder), plugin=plugin)
+            _check(type(loaded) is plugin, "save/load", f"loaded a {type(loaded).__name__}")
+            _check(np.array_equal(loaded.sample(5, seed=1), model.sample(5, seed=1)), "save/load", "the reloaded model samples differently")
+            if "log_prob" in capabilities:
+                _check(np.allclose(loaded.log_prob(subject.val), model.log_prob(subject.val)), "save/load", "the reloaded model scores differently")
+
+    optional = {"log_prob": log_prob, "elbo": elbo, "complete": complete, "conditional_log_prob": conditional_log_prob, "encode": encode_decode}
+    checks = [Check("declaration", declaration), Check("fit", fit), Check("sample", sample), Check("seeding", seeding)]
+    checks += [Check("encode/decode" if name == "encode" else name, run) for name, run in optional.items() if name in capabilities]
+    return checks + [Check("save/load", save_load)]
+
+
+def parametrize_with_checks(plugin: type[GenerativeModel], config: dict[str, Any] | None = None, **options: Any):
+    """A pytest.mark.parametrize over model_checks, one test per check, named after it (scikit-learn's idiom)."""
+    import pytest
+
+    checks = model_checks(plugin, config, **options)
+    return pytest.mark.parametrize("check", checks, ids=[check.name for check in checks])
+
+
+def check_model(plugin: type[GenerativeModel], config: dict[str, Any] | None = None, **options: Any) -> list[str]:
+    """Run every check on ``plugin``; return their names, or raise one AssertionError listing every failed check."""
+    checks = model_checks(plugin, config, **options)
+    failures = []
+    for check in checks:
+        try:
+            check()
+        except AssertionError as exc:
+            failures.append(str(exc))
+    if failures:
+        raise AssertionError(f"{plugin.__name__} breaks {len(failures)} of {len(checks)} contract checks:\n" + "\n".join(failures))
+    return [check.name for check in checks]

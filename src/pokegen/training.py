@@ -11,11 +11,15 @@ ends with the same weights as one that never stopped (on the CPU; GPU kernels ma
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import math
+import shutil
 import time
 from collections import defaultdict
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -23,7 +27,11 @@ from torch import nn
 
 from pokegen.errors import PokegenError
 from pokegen.fileio import atomic_path
-from pokegen.plugin import FitContext, GenerativeModel, TrainSettings
+from pokegen.plugin import ALWAYS_ACCEPTED, TRAIN_SETTINGS, FitContext, FitResult, GenerativeModel, TrainSettings
+from pokegen.registry import plugin_info
+
+if TYPE_CHECKING:
+    from pokegen.params import ModelSpec
 
 log = logging.getLogger(__name__)
 RESUME_FILE = "resume.pt"
@@ -31,6 +39,10 @@ RESUME_FILE = "resume.pt"
 
 class TrainingDiverged(PokegenError):
     """Training produced NaN/inf or collapsed; the last good checkpoint is kept."""
+
+
+class PluginContractError(PokegenError):
+    """A plugin answered something the contract does not allow (named in the message)."""
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -44,6 +56,7 @@ class TorchModel(GenerativeModel):
     module: nn.Module
     settings: TrainSettings  # set by the training loop before the first step
     monitor: ClassVar[str | None] = "val_bits_per_pixel"  # lower is better; None: no early stopping, keep the last epoch
+    train_settings: ClassVar[frozenset[str]] = TRAIN_SETTINGS - ALWAYS_ACCEPTED  # this loop reads them all
 
     def optimizers(self, settings: TrainSettings) -> list[torch.optim.Optimizer]:
         return [torch.optim.AdamW(self.module.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)]
@@ -74,7 +87,7 @@ class TorchModel(GenerativeModel):
     def device(self) -> torch.device:
         return next(self.module.parameters()).device
 
-    def fit(self, train: np.ndarray, val: np.ndarray, settings: TrainSettings, context: FitContext) -> list[dict[str, float]]:
+    def fit(self, train: np.ndarray, val: np.ndarray, settings: TrainSettings, context: FitContext) -> FitResult:
         return run_training(self, train, val, settings, context)
 
     def state(self) -> dict[str, Any]:
@@ -89,8 +102,10 @@ def _batches(count: int, batch_size: int, generator: torch.Generator) -> list[to
     return [order[i : i + batch_size] for i in range(0, count, batch_size)]
 
 
-def run_training(model: TorchModel, train: np.ndarray, val: np.ndarray, settings: TrainSettings, context: FitContext) -> list[dict[str, float]]:
-    """Train ``model`` in place; return one metrics row per epoch. Raises TrainingDiverged."""
+def run_training(model: TorchModel, train: np.ndarray, val: np.ndarray, settings: TrainSettings, context: FitContext) -> FitResult:
+    """Train ``model`` in place and keep its best validation epoch (the last without a monitor).
+
+    Raises TrainingDiverged, or PluginContractError if validation_metrics lacks the monitored figure."""
     device = torch.device(context.device)
     model.module.to(device)
     model.settings = settings
@@ -100,13 +115,14 @@ def run_training(model: TorchModel, train: np.ndarray, val: np.ndarray, settings
     resume = context.resume_dir / RESUME_FILE if context.resume_dir else None
 
     history: list[dict[str, float]] = []
-    best_score, best_state, stale = math.inf, None, 0
+    best_score, best_state, best_epoch, stale = math.inf, None, 0, 0
     if resume is not None and resume.is_file():
         saved = torch.load(resume, map_location=device, weights_only=True)
         model.module.load_state_dict(saved["module"])
         for optimizer, state in zip(optimizers, saved["optimizers"], strict=True):
             optimizer.load_state_dict(state)
         history, best_score, best_state, stale = saved["history"], saved["best_score"], saved["best_state"], saved["stale"]
+        best_epoch = saved.get("best_epoch", 0)
         log.info("%s: resuming after epoch %d from %s", model.name, len(history), resume)
 
     for epoch in range(len(history), settings.epochs):
@@ -140,11 +156,19 @@ def run_training(model: TorchModel, train: np.ndarray, val: np.ndarray, settings
         history.append(row)
 
         if model.monitor is not None:
+            if model.monitor not in row:
+                raise PluginContractError(
+                    f"{model.name}: validation_metrics returned {sorted(k for k in row if k != 'epoch')} without "
+                    f"{model.monitor!r}, the figure {type(model).__name__}.monitor names for early stopping and the best epoch; "
+                    "return it from validation_metrics, or set monitor = None to keep the last epoch"
+                )
             score = row[model.monitor]
             if score < best_score:
-                best_score, best_state, stale = score, copy.deepcopy(model.module.state_dict()), 0
+                best_score, best_state, best_epoch, stale = score, copy.deepcopy(model.module.state_dict()), epoch + 1, 0
             else:
                 stale += 1
+        else:
+            best_epoch = epoch + 1
         if context.on_epoch:
             context.on_epoch(row)
         # Wall time is logged, not stored: outputs stay byte-identical for the same seed.
@@ -157,13 +181,54 @@ def run_training(model: TorchModel, train: np.ndarray, val: np.ndarray, settings
                     "history": history,
                     "best_score": best_score,
                     "best_state": best_state,
+                    "best_epoch": best_epoch,
                     "stale": stale,
                 }
                 torch.save(state, tmp)
 
     if best_state is not None:
         model.module.load_state_dict(best_state)  # the best validation epoch, not the last
-    return history
+    return FitResult(history, best_epoch or len(history), model.monitor)
+
+
+def resume_key(spec: ModelSpec, data_sha256: str) -> str:
+    """What a resumable training state belongs to: the plugin and its version, config, settings and data."""
+    info = plugin_info(spec.name)
+    record = {
+        "plugin": info.target, "version": info.version, "config": spec.config.model_dump(mode="json"),
+        "train": spec.train.model_dump(mode="json"), "data": data_sha256,
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def prepare_resume_dir(folder: Path, key: str) -> None:
+    """Keep ``folder``'s state only if it was written for ``key``; otherwise start it afresh."""
+    stamp = folder / "fingerprint"
+    if folder.exists() and (not stamp.is_file() or stamp.read_text() != key):
+        shutil.rmtree(folder)  # state of another config or data set
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(key)
+
+
+def checked_fit_result(model: GenerativeModel, result: object) -> FitResult:
+    """``result`` if it is what fit must return; else PluginContractError naming the plugin and the fix."""
+    if not isinstance(result, FitResult):
+        raise PluginContractError(
+            f"{type(model).__name__}.fit returned {type(result).__name__}; return pokegen.plugin.FitResult(history, best_epoch)"
+        )
+    if not result.history or not 1 <= result.best_epoch <= len(result.history):
+        raise PluginContractError(
+            f"{type(model).__name__}.fit returned best_epoch {result.best_epoch} for {len(result.history)} epochs of history; "
+            "it must name one of them (1-based)"
+        )
+    return result
+
+
+def curves_csv(history: list[dict[str, float]]) -> bytes:
+    """One row per epoch, one column per metric (DVC plots read it)."""
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    lines = [",".join(columns)] + [",".join(f"{row[c]:.6g}" if c in row else "" for c in columns) for row in history]
+    return ("\n".join(lines) + "\n").encode()
 
 
 def _describe(row: dict[str, float]) -> str:

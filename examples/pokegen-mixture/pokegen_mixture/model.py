@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.special import logsumexp
 
-from pokegen.plugin import FitContext, GenerativeModel, Resources, TrainSettings, bits_per_pixel
+from pokegen.plugin import FitContext, FitResult, GenerativeModel, Resources, TrainSettings, bits_per_pixel
 
 
 class MixtureConfig(BaseModel):
@@ -29,6 +29,7 @@ class CategoricalMixture(GenerativeModel):
     likelihood = "exact"
     resources = Resources(gpus=0, cpus=1, memory_gb=1)
     train_defaults = {"epochs": 30}  # EM iterations
+    train_settings = frozenset({"epochs", "seed"})  # EM has no learning rate, batches or gradients
 
     def __init__(self, config: MixtureConfig, colors: int, size: int) -> None:
         super().__init__(config, colors, size)
@@ -41,7 +42,7 @@ class CategoricalMixture(GenerativeModel):
         pixels = np.arange(flat.shape[1])
         return self.log_weights[None, :] + self.log_theta[:, pixels, flat].sum(axis=-1).T
 
-    def fit(self, train: np.ndarray, val: np.ndarray, settings: TrainSettings, context: FitContext) -> list[dict[str, float]]:
+    def fit(self, train: np.ndarray, val: np.ndarray, settings: TrainSettings, context: FitContext) -> FitResult:
         rng = np.random.default_rng(settings.seed)
         one_hot = np.eye(self.colors)[train.reshape(len(train), -1)]  # (n, T, K)
         responsibilities = rng.dirichlet(np.ones(self.config.components), size=len(train))  # random start
@@ -62,7 +63,7 @@ class CategoricalMixture(GenerativeModel):
             history.append(row)
             if context.on_epoch:
                 context.on_epoch(row)
-        return history
+        return FitResult(history, best_epoch=len(history))  # EM keeps its last iteration
 
     def log_prob(self, images: np.ndarray) -> np.ndarray:
         return logsumexp(self._joint(images), axis=1)

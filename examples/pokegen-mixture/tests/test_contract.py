@@ -1,9 +1,9 @@
-"""The plugin author's own test: pokegen's contract kit, run against this plugin."""
+"""The plugin author's own test: pokegen's contract kit, one test per check, run against this plugin."""
 
-from pokegen.testing import check_model
+from pokegen.testing import parametrize_with_checks
 from pokegen_mixture import CategoricalMixture
 
 
-def test_the_mixture_keeps_the_pokegen_contract() -> None:
-    ran = check_model(CategoricalMixture, {"components": 3})
-    assert {"fit", "sample", "log_prob", "complete", "save/load"} <= set(ran)
+@parametrize_with_checks(CategoricalMixture, {"components": 3})
+def test_the_mixture_keeps_the_pokegen_contract(check) -> None:
+    check()

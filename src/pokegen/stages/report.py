@@ -1,0 +1,47 @@
+"""Stage report: every model side by side with the baselines, pictures, params and the data card."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from pokegen import report
+from pokegen.artifacts import SpriteDataset
+from pokegen.baselines import baseline_metrics
+from pokegen.errors import DataError
+from pokegen.fileio import write_folder_atomic
+from pokegen.layout import Layout
+from pokegen.params import ModelSpec, Params
+
+log = logging.getLogger(__name__)
+
+
+def _entry(layout: Layout, name: str) -> report.Entry:
+    metrics_path = layout.evaluation_metrics(name)
+    if not metrics_path.is_file():
+        raise DataError(f"{metrics_path}: missing; evaluate the model first: dvc repro evaluate@{name}")
+    pictures_dir = layout.evaluation_pictures(name)
+    found = sorted(pictures_dir.glob("*.png"), key=report.picture_order) if pictures_dir.is_dir() else []
+    curves, summary = layout.train_curves(name), layout.train_metrics(name)
+    return report.Entry(
+        name, json.loads(metrics_path.read_text()), {path.stem: path.read_bytes() for path in found},
+        curves.read_text() if curves.is_file() else "", json.loads(summary.read_text()).get("monitor") if summary.is_file() else None,
+    )  # fmt: skip
+
+
+def run_report(params: Params, layout: Layout, specs: dict[str, ModelSpec]) -> report.Table:
+    """Write reports/index.html, report.md and images/; return the metrics table (models, then baselines)."""
+    dataset = SpriteDataset.load(layout.dataset)
+    entries = [_entry(layout, name) for name in specs]
+    baselines = [report.Entry(label, metrics) for label, metrics in baseline_metrics(dataset, params.evaluate).items()]
+    table = report.metrics_table(entries + baselines, params.evaluate.covers)
+    card = json.loads(layout.data_card.read_text()) if layout.data_card.is_file() else {}
+    used = report.params_used(params, specs)
+    files = {
+        "index.html": report.render_html(entries, table, used, card).encode(),
+        "report.md": report.render_markdown(entries, table, used, card).encode(),
+        **{report.image_path(entry.name, picture): data for entry in entries for picture, data in entry.pictures.items()},
+    }
+    write_folder_atomic(layout.reports_dir, files)
+    log.info("report: %d models, %d baselines -> %s", len(entries), len(baselines), layout.reports_dir / "index.html")
+    return table
