@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import math
 import re
@@ -16,9 +17,10 @@ from conftest import make_sprite, run
 from PIL import Image
 
 from pokegen.artifacts import SpriteDataset
-from pokegen.baselines import FrequencyBaseline, FrequencyConfig, fitted_baselines
+from pokegen.baselines import FrequencyBaseline, FrequencyConfig, NeighbourBaseline, NeighbourConfig, fitted_baselines
 from pokegen.errors import ParamsError
 from pokegen.evaluation import (
+    classifier_two_sample_accuracy,
     completion_metrics,
     cover_mask,
     distribution_metrics,
@@ -105,6 +107,44 @@ def test_precision_and_recall_are_high_for_held_out_sprites_and_low_for_noise(co
     assert fake["palette_js"] > 4 * real["palette_js"]
 
 
+@pytest.mark.slow
+def test_the_two_sample_classifier_cannot_tell_real_from_real_and_spots_noise(course: SpriteDataset) -> None:
+    held_out = np.concatenate([course.splits["test"], course.splits["val"]])
+    real, per_side = classifier_two_sample_accuracy(course.splits["train"], held_out, course.palette, seed=0)
+    assert per_side == 80 and 0.35 <= real <= 0.65, real
+    noise = np.random.default_rng(0).integers(0, len(course.palette), (256, 20, 20)).astype(np.uint8)
+    assert classifier_two_sample_accuracy(noise, held_out, course.palette, seed=0)[0] >= 0.95
+    blobs = np.repeat(np.repeat(course.splits["train"][:, ::4, ::4], 4, axis=1), 4, axis=2)  # real colors, 4x4 blocks
+    assert classifier_two_sample_accuracy(blobs, held_out, course.palette, seed=0)[0] >= 0.8, "blocky sprites are told apart"
+
+
+@pytest.mark.slow
+def test_the_neighbour_baseline_beats_the_frequency_ones_on_the_course_sprites(course: SpriteDataset) -> None:
+    frequencies, per_position, neighbours = fitted_baselines(course.splits["train"], len(course.palette))
+    test = course.splits["test"]
+    bits = {b.label: -b.log_prob(test).mean() / (400 * math.log(2)) for b in (frequencies, per_position, neighbours)}
+    assert bits[neighbours.label] < 3.2 < bits[per_position.label] < bits[frequencies.label], bits
+    flat = neighbours.sample(64, seed=0)
+    assert (flat[:, :, 1:] == flat[:, :, :-1]).mean() > 0.5, "its samples have flat color runs, as sprites do"
+
+
+def test_the_neighbour_baseline_is_a_distribution_and_completes_only_the_mask() -> None:
+    data = np.random.default_rng(0).integers(0, 3, (40, 2, 2)).astype(np.uint8)
+    model = NeighbourBaseline(NeighbourConfig(), colors=3, size=2)
+    model.fit(data, data[:0])
+    every = np.array(list(itertools.product(range(3), repeat=4)), dtype=np.uint8).reshape(-1, 2, 2)
+    assert np.exp(model.log_prob(every)).sum() == pytest.approx(1.0, abs=1e-5), "the 81 possible images share probability 1"
+    mask = np.zeros_like(every, dtype=bool)
+    mask[:, 1, :] = True
+    completed = model.complete(every, mask, seed=0)
+    assert np.array_equal(completed[~mask], every[~mask]) and completed.max() < 3
+    assert np.array_equal(model.sample(5, seed=2), model.sample(5, seed=2))
+
+
+def _f1(precision: float, recall: float) -> float:
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
 def test_nearest_hamming_finds_the_closest_sprite_and_its_share_of_differing_pixels() -> None:
     reference = toy_sprites(count=10, size=8)
     query = reference[[3, 7]].copy()
@@ -142,6 +182,7 @@ def test_latent_grid_codes_sweep_two_dims_and_fix_the_rest() -> None:
 
 # --- the evaluate stage and the CLI on a tiny trained repository ------------------------------
 
+BASELINES = ["baseline: global color frequencies", "baseline: per-position frequencies", "baseline: left and upper neighbours"]
 TINY_MODELS = {
     "pixelrnn": {"hidden": 16, "train": {"epochs": 2, "batch_size": 16}},
     "vae": {"channels": 8, "embed": 4, "iw_samples": 4, "train": {"epochs": 2, "batch_size": 16}},
@@ -290,26 +331,36 @@ def test_the_report_lists_every_model_and_baselines_and_its_images_load_in_a_bro
     markdown = (layout.reports_dir / "report.md").read_text()
     rows = [line.split("|")[1:-1] for line in markdown.splitlines() if line.startswith("| ")]
     header, body = [cell.strip() for cell in rows[0]], [[cell.strip() for cell in row] for row in rows[1:]]
-    assert [row[0] for row in body] == [*TINY_MODELS, "baseline: global color frequencies", "baseline: per-position frequencies"]
+    by_name = {row[0]: row for row in body}
+    assert set(by_name) == {*TINY_MODELS, *BASELINES}
+    f1 = [_f1(float(row[header.index("precision")]), float(row[header.index("recall")])) for row in body]
+    assert f1 == sorted(f1, reverse=True), "the best model first"
 
     # The baseline rows are computed on this data set, not copied from anywhere: the global one by hand here.
     dataset = SpriteDataset.load(layout.dataset)
     counts = np.bincount(dataset.splits["train"].reshape(-1), minlength=6) + 1.0
     expected = -np.log2(counts / counts.sum())[dataset.splits["test"]].mean()
-    assert body[3][header.index("test bits/pixel")] == f"{expected:.3f}"
+    assert by_name["baseline: global color frequencies"][header.index("test bits/pixel")] == f"{expected:.3f}"
     # The table shows what each evaluation/NAME/metrics.json holds.
     vae = json.loads(layout.evaluation_metrics("vae").read_text())
-    assert body[1][header.index("test bits/pixel")] == f"{vae['likelihood']['bits_per_pixel']:.3f}"
-    assert body[1][header.index("precision")] == f"{vae['distribution']['precision']:.3f}"
+    assert by_name["vae"][header.index("test bits/pixel")] == f"{vae['likelihood']['bits_per_pixel']:.3f}"
+    assert by_name["vae"][header.index("precision")] == f"{vae['distribution']['precision']:.3f}"
+    assert by_name["vae"][header.index("C2ST accuracy")] == f"{vae['distribution']['c2st_accuracy']:.3f}"
 
-    linked = [line.split("](", 1)[1].rstrip(")") for line in markdown.splitlines() if line.startswith("![")]
-    assert len(linked) == 8 and all((layout.reports_dir / path).is_file() for path in linked), "the markdown's images lie beside it"
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert all((layout.reports_dir / path).is_file() for path in linked), "the markdown's images lie beside it"
+    glance = [path for path in linked if path.startswith("images/glance-")]
+    assert glance[0] == "images/glance-real-test-sprites.png" and len(glance) == 1 + len(TINY_MODELS) + len(BASELINES), "real first, then every row"
+    real = np.asarray(Image.open(layout.reports_dir / glance[0]).convert("RGB"))
+    samples = np.asarray(Image.open(layout.reports_dir / "images/vae-samples.png").convert("RGB"))
+    assert real.shape == samples.shape, "the real sprites and every sample grid at one scale"
+    assert len(linked) == 8 + len(glance)
     page = layout.reports_dir / "index.html"
     text = html.unescape(page.read_text())
     assert "<h2>Params used</h2>" in text and '"latent_dim": 10' in text, "the params used, plugin defaults resolved"
     assert "<h2>Data card</h2>" in text and '"palette_size": 6' in text
     sources = re.findall(r'(?:src|href)="([^"]*)"', text)
-    assert len(sources) == 8 and all(source.startswith("data:image/png;base64,") for source in sources), "self-contained"
+    assert len(sources) == len(linked) and all(source.startswith("data:image/png;base64,") for source in sources), "self-contained"
     widths = _browser_image_widths(page, tmp_path)
     expected_widths = sorted(Image.open(layout.reports_dir / path).width for path in linked)
     assert sorted(widths) == expected_widths, "every embedded image decoded at its own size"

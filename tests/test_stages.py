@@ -120,3 +120,21 @@ def test_a_damaged_artifact_is_named(tmp_path: Path) -> None:
     path.write_bytes(b"garbage")
     with pytest.raises(DataError, match="sprites.safetensors: not a safetensors file"):
         QuantizedSprites.load(path)
+
+
+def test_flip_adds_each_training_sprites_mirror_image_and_leaves_val_and_test_alone() -> None:
+    from pokegen.tensorize import FLIPPED, check_disjoint, split_sprites
+
+    rng = np.random.default_rng(0)
+    sprites = QuantizedSprites(rng.integers(0, 256, (5, 3)).astype(np.uint8), rng.integers(0, 5, (20, 4, 4)).astype(np.uint8), tuple(f"s{i}" for i in range(20)))
+    plain = split_sprites(sprites, val=3, test=3, seed=0)
+    flipped = split_sprites(sprites, val=3, test=3, seed=0, flip=True)
+    train = plain.splits["train"]
+    assert np.array_equal(flipped.splits["train"], np.concatenate([train, train[:, :, ::-1]]))
+    assert flipped.names["train"][len(train)] == plain.names["train"][0] + FLIPPED
+    for split in ("val", "test"):
+        assert np.array_equal(flipped.splits[split], plain.splits[split]), "held-out figures stay on unflipped sprites"
+    check_disjoint(flipped)  # a mirror image may train beside its original
+    leak = SpriteDataset(flipped.palette, flipped.splits, {**flipped.names, "train": (*flipped.names["train"][:-1], plain.names["test"][0] + FLIPPED)})
+    with pytest.raises(DataError, match=f"sprite '{plain.names['test'][0]}' is in both train and test"):
+        check_disjoint(leak)  # but a test sprite's mirror image in train is a leak

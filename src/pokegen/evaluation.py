@@ -184,6 +184,29 @@ def distribution_metrics(samples: np.ndarray, reference: np.ndarray, palette: np
     return {"palette_js": palette_js_divergence(samples, reference, len(palette)), **{key: float(value) for key, value in prdc.items()}}
 
 
+C2ST_FOLDS = 5
+
+
+def classifier_two_sample_accuracy(samples: np.ndarray, real: np.ndarray, palette: np.ndarray, seed: int) -> tuple[float, int]:
+    """How well a classifier tells ``samples`` from ``real`` sprites (Lopez-Paz & Oquab, ICLR 2017).
+
+    A standardised logistic regression on the fixed feature space, on as many samples as real sprites,
+    scored by stratified 5-fold cross-validation. Returns (accuracy, sprites per side): 0.5 means
+    this classifier cannot tell them apart, 1.0 that the samples are trivially fake."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(seed)
+    count = min(len(samples), len(real))
+    chosen = np.concatenate([samples[rng.permutation(len(samples))[:count]], real[rng.permutation(len(real))[:count]]])
+    labels = np.repeat([1, 0], count)
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    folds = StratifiedKFold(C2ST_FOLDS, shuffle=True, random_state=seed)
+    return float(cross_val_score(classifier, features(chosen, palette), labels, cv=folds).mean()), count
+
+
 @dataclass(frozen=True)
 class Evaluation:
     metrics: dict  # JSON-ready, the same for the same seed
@@ -203,6 +226,9 @@ def evaluate(model: GenerativeModel, dataset: SpriteDataset, settings: EvaluateP
     metrics["completion"], completions = completion_metrics(model, test, settings.covers, settings.seed)
     metrics["novelty"], nearest = novelty_metrics(samples, train, test, palette, settings)
     metrics["distribution"] = distribution_metrics(samples, test, palette, settings.nearest_k)
+    held_out = np.concatenate([test, dataset.splits["val"]])  # every real sprite no model trained on
+    accuracy, per_side = classifier_two_sample_accuracy(samples, held_out, palette, settings.seed)
+    metrics["distribution"].update(c2st_accuracy=accuracy, c2st_sprites_per_side=per_side)
     return Evaluation(metrics, samples, nearest, completions, sprites_per_second)
 
 

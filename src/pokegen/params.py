@@ -90,6 +90,7 @@ class TensorizeParams(StrictModel):
     val: int = Field(40, ge=1)
     test: int = Field(40, ge=1)
     seed: int = Field(0, ge=0)
+    flip: bool = Field(False, description="add each training sprite's mirror image to the train split (val and test unflipped)")
 
 
 class LatentGridParams(StrictModel):

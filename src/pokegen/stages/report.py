@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
+
 from pokegen import report
 from pokegen.artifacts import SpriteDataset
 from pokegen.baselines import baseline_metrics
 from pokegen.errors import DataError
 from pokegen.fileio import write_folder_atomic
+from pokegen.images import palette_grid, png_bytes
 from pokegen.layout import Layout
-from pokegen.params import ModelSpec, Params
+from pokegen.params import EvaluateParams, ModelSpec, Params
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +32,30 @@ def _entry(layout: Layout, name: str) -> report.Entry:
     )  # fmt: skip
 
 
+def _grid(images: np.ndarray, palette: np.ndarray, settings: EvaluateParams) -> bytes:
+    shown = images[: settings.grid]  # the layout of every samples.png: the same scale, the same columns
+    return png_bytes(palette_grid(shown, palette, columns=int(np.ceil(np.sqrt(settings.grid))), scale=settings.scale))
+
+
 def run_report(params: Params, layout: Layout, specs: dict[str, ModelSpec]) -> report.Table:
-    """Write reports/index.html, report.md and images/; return the metrics table (models, then baselines)."""
-    dataset = SpriteDataset.load(layout.dataset)
+    """Write reports/index.html, report.md and images/; return the metrics table, best model first."""
+    dataset, settings = SpriteDataset.load(layout.dataset), params.evaluate
     entries = [_entry(layout, name) for name in specs]
-    baselines = [report.Entry(label, metrics) for label, metrics in baseline_metrics(dataset, params.evaluate).items()]
-    table = report.metrics_table(entries + baselines, params.evaluate.covers)
+    baselines = [
+        report.Entry(label, metrics, {"samples": _grid(samples, dataset.palette, settings)})
+        for label, (metrics, samples) in baseline_metrics(dataset, settings).items()
+    ]
+    ranked = report.best_first(entries + baselines)
+    table = report.metrics_table(ranked, settings.covers)
+    glance = {report.REAL: _grid(dataset.splits["test"], dataset.palette, settings)}
+    glance |= {entry.name: entry.pictures["samples"] for entry in ranked if "samples" in entry.pictures}
     card = json.loads(layout.data_card.read_text()) if layout.data_card.is_file() else {}
     used = report.params_used(params, specs)
     files = {
-        "index.html": report.render_html(entries, table, used, card).encode(),
-        "report.md": report.render_markdown(entries, table, used, card).encode(),
+        "index.html": report.render_html(entries, table, used, card, glance).encode(),
+        "report.md": report.render_markdown(entries, table, used, card, glance).encode(),
         **{report.image_path(entry.name, picture): data for entry in entries for picture, data in entry.pictures.items()},
+        **{report.glance_path(title): data for title, data in glance.items()},
     }
     write_folder_atomic(layout.reports_dir, files)
     log.info("report: %d models, %d baselines -> %s", len(entries), len(baselines), layout.reports_dir / "index.html")
