@@ -161,9 +161,10 @@ def glance_path(title: str) -> str:
 
 
 STYLE = (
-    "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse}"
+    "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;display:block;overflow-x:auto}"
     "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
     "img{image-rendering:pixelated;margin:4px}figure{display:inline-block;vertical-align:top}pre{background:#f6f6f6;padding:1em}"
+    "#glance img{width:300px}#glance figcaption{max-width:300px}"  # every grid drawn at one size, several to a row
 )
 
 
