@@ -355,3 +355,22 @@ def test_train_records_the_best_epoch_fit_returns_not_the_last(tmp_path: Path) -
     assert (summary["best_epoch"], summary["monitor"], summary["epochs_run"]) == (2, "val_bits_per_pixel", 3)
     assert summary["best"]["val_bits_per_pixel"] == 1.0 and summary["final"]["val_bits_per_pixel"] == 2.0
     assert json.loads(Layout(repo).train_metrics("pixelrnn").read_text()) == summary
+
+
+def test_diffaugment_moves_and_paints_in_the_background_color_and_lets_gradients_through() -> None:
+    from pokegen.plugins.gan.model import cutout, translate
+
+    torch.manual_seed(0)
+    colors, background = 5, torch.nn.functional.one_hot(torch.tensor(0), 5).float()
+    images = torch.randint(1, colors, (16, 8, 8))  # no background inside, so every background pixel came from the edge
+    maps = torch.nn.functional.one_hot(images, colors).permute(0, 3, 1, 2).float().requires_grad_(True)
+    moved = translate(maps, background, ratio=0.25)
+    assert moved.shape == maps.shape and torch.allclose(moved.sum(dim=1), torch.ones(16, 8, 8)), "still one color a pixel"
+    came_in = moved.argmax(dim=1) == 0
+    assert 0 < came_in.float().mean() < 0.5, "some pixels came in from the edge, in the background color"
+    kept = moved.argmax(dim=1)[~came_in]
+    assert set(kept.unique().tolist()) <= set(images.unique().tolist())
+    holes = cutout(maps, background, ratio=0.5).argmax(dim=1) == 0
+    assert 0 < holes.float().mean() < 0.5 and torch.allclose(cutout(maps, background).sum(dim=1), torch.ones(16, 8, 8))
+    (moved.sum() + cutout(maps, background).sum()).backward()
+    assert maps.grad is not None and maps.grad.abs().sum() > 0, "differentiable, so the generator's step learns through it"

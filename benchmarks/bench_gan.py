@@ -1,0 +1,63 @@
+"""The GAN before and after DiffAugment + upsample-convolve, side by side in one run, on its default params.
+
+The "before" is plugins/gan/model.py of a baseline commit (default 4b83ec0: transposed convolutions, no
+augmentation, critic_steps 5), loaded from git; the "after" is this tree's. Both train on the same data
+with the same seed and settings, then go through the same evaluation as evaluate@gan.
+
+    python benchmarks/bench_gan.py path/to/data/tensors/dataset.safetensors [--base 4b83ec0] [--epochs 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from pokegen.artifacts import SpriteDataset
+from pokegen.evaluation import evaluate
+from pokegen.params import EvaluateParams
+from pokegen.plugin import FitContext, TrainSettings
+from pokegen.plugins.gan import GAN, GANConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("--base", default="4b83ec0")
+    parser.add_argument("--epochs", type=int, default=100)
+    args = parser.parse_args()
+    dataset = SpriteDataset.load(args.dataset)
+    old_source = subprocess.run(["git", "show", f"{args.base}:plugins/gan/model.py"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    with tempfile.TemporaryDirectory() as scratch:
+        (Path(scratch) / "gan_before.py").write_text(old_source)
+        before = _load(Path(scratch) / "gan_before.py", "gan_before")
+    arms = {f"before ({args.base})": (before.GAN, before.GANConfig()), "after (this tree)": (GAN, GANConfig())}
+    print(f"{'GAN':<22}{'train s':>8}{'precision':>10}{'recall':>8}{'coverage':>9}{'C2ST':>7}   ({args.epochs} epochs, batch 64, lr 2e-4)")
+    for label, (plugin, config) in arms.items():
+        torch.manual_seed(0)
+        model = plugin(config, len(dataset.palette), dataset.splits["train"].shape[1])
+        started = time.perf_counter()
+        model.fit(dataset.splits["train"], dataset.splits["val"], TrainSettings(epochs=args.epochs, batch_size=64, lr=2e-4, grad_clip=None), FitContext())
+        seconds = time.perf_counter() - started
+        found = evaluate(model, dataset, EvaluateParams()).metrics["distribution"]
+        print(f"{label:<22}{seconds:>8.0f}{found['precision']:>10.3f}{found['recall']:>8.3f}{found['coverage']:>9.3f}{found['c2st_accuracy']:>7.3f}")
+
+
+if __name__ == "__main__":
+    main()
