@@ -384,7 +384,9 @@ def make_repo(path: Path, models: dict | None = None, **sections: dict) -> Path:
 def runs_its_own_code(repo: Path) -> dict[str, str]:
     """Environment under which pokegen (core and built-in plugins) is imported from ``repo``'s copy, as from
     an editable install of that clone: the installed distribution's entry points name modules, found first here."""
-    (repo / "src" / "pokegen" / "plugins").symlink_to(Path("..", "..", "plugins"), target_is_directory=True)  # relative: copies keep it
+    link = repo / "src" / "pokegen" / "plugins"
+    if not link.is_symlink():
+        link.symlink_to(Path("..", "..", "plugins"), target_is_directory=True)  # relative: copies keep it
     return {"PYTHONPATH": str(repo / "src")}
 
 
@@ -398,6 +400,11 @@ def set_param(repo: Path, dotted: str, value: object) -> None:
         node = node[key]
     node[leaf] = value
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def stages_run(dvc_output: str) -> list[str]:
+    """The stages a `dvc repro` (or `dvc exp run`) ran, in order, read from what it printed."""
+    return [line.split("'")[1] for line in dvc_output.splitlines() if line.startswith("Running stage '")]
 
 
 def stale_stages(repo: Path) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, TINY_MODELS, make_repo, run, runs_its_own_code, stale_stages
+from conftest import REPO_ROOT, TINY_MODELS, make_repo, run, runs_its_own_code, stages_run, stale_stages
 
 from pokegen.fileio import sha256_file
 
@@ -22,9 +22,6 @@ OUTPUTS = ("data/quantized/sprites.safetensors", "models/vae/model/weights.safet
 # registry (each plugin's fingerprint is tracked through the check stage).
 PLUMBING = {"pokegen", "pokegen.errors", "pokegen.fileio", "pokegen.layout", "pokegen.params", "pokegen.registry", "pokegen.stages"}
 
-
-def ran(output: str) -> list[str]:
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
 
 
 def install(plugin_source: Path, site: Path) -> None:
@@ -39,15 +36,14 @@ def built(tmp_path_factory: pytest.TempPathFactory, course_data: Path) -> tuple[
     install(MIXTURE, site)
     repo = make_repo(base / "clone", models=MODELS)
     env = _env(repo, site, course_data)
-    assert ran(run(["dvc", "repro"], repo, env=env).stdout) == [
+    assert stages_run(run(["dvc", "repro"], repo, env=env).stdout) == [
         "check", "download", "quantize", "tensorize", "train@vae", "train@mixture", "evaluate@vae", "evaluate@mixture", "report",
     ]  # fmt: skip
     return repo, site
 
 
 def _env(repo: Path, site: Path, course_data: Path) -> dict[str, str]:
-    own = runs_its_own_code(repo) if not (repo / "src/pokegen/plugins").exists() else {"PYTHONPATH": str(repo / "src")}
-    return {"PYTHONPATH": f"{own['PYTHONPATH']}:{site}", "POKEGEN_DATA_MIRROR": str(course_data)}
+    return {"PYTHONPATH": f"{runs_its_own_code(repo)['PYTHONPATH']}:{site}", "POKEGEN_DATA_MIRROR": str(course_data)}
 
 
 @pytest.fixture
@@ -68,7 +64,7 @@ def test_a_typo_anywhere_in_params_stops_every_door_before_any_stage(repo: tuple
         refused = run(door, clone, env=env, check=False)
         assert refused.returncode != 0, door
         assert "quantise: unknown key (did you mean 'quantize'?)" in refused.stdout + refused.stderr, door
-        assert ran(refused.stdout) in ([], ["check"]), f"{door}: nothing but the check ran"
+        assert stages_run(refused.stdout) in ([], ["check"]), f"{door}: nothing but the check ran"
     assert (clone / "dvc.lock").read_text() == lock, "nothing was recorded"
     assert {path: sha256_file(clone / path) for path in OUTPUTS} == before, "nothing was written or removed"
     assert json.loads((clone / "checks/params.json").read_text()) == {"params": "params.yaml", "valid": True}, "the last good check stays"
@@ -88,7 +84,7 @@ def test_editing_a_plugins_code_re_runs_that_model_only(repo: tuple[Path, dict[s
     with (clone / "plugins/vae/model.py").open("a") as code:
         code.write("\n# an edit to the VAE\n")
     # A comment changes no weight: the report's inputs come out the same, so DVC stops there.
-    assert ran(run(["dvc", "repro"], clone, env=env).stdout) == ["check", "train@vae", "evaluate@vae"]
+    assert stages_run(run(["dvc", "repro"], clone, env=env).stdout) == ["check", "train@vae", "evaluate@vae"]
     assert stale_stages(clone) == {}
 
 
@@ -96,11 +92,11 @@ def test_editing_shared_code_re_runs_the_stages_that_run_it(repo: tuple[Path, di
     clone, env = repo
     with (clone / "src/pokegen/evaluation.py").open("a") as code:
         code.write("\n# an edit to the grader\n")
-    assert ran(run(["dvc", "repro"], clone, env=env).stdout) == ["check", "evaluate@vae", "evaluate@mixture", "report"]
+    assert stages_run(run(["dvc", "repro"], clone, env=env).stdout) == ["check", "evaluate@vae", "evaluate@mixture", "report"]
     with (clone / "src/pokegen/training.py").open("a") as code:
         code.write("\n# an edit to the training loop\n")
     # TorchModel lives there too, so the evaluations re-run; the same figures come out, so the report stands.
-    assert ran(run(["dvc", "repro"], clone, env=env).stdout) == ["check", "train@vae", "train@mixture", "evaluate@vae", "evaluate@mixture"]
+    assert stages_run(run(["dvc", "repro"], clone, env=env).stdout) == ["check", "train@vae", "train@mixture", "evaluate@vae", "evaluate@mixture"]
 
 
 def test_an_upgraded_third_party_plugin_re_runs_its_own_stages(repo: tuple[Path, dict[str, str]], tmp_path: Path, course_data: Path) -> None:
@@ -111,7 +107,7 @@ def test_an_upgraded_third_party_plugin_re_runs_its_own_stages(repo: tuple[Path,
     project.write_text(project.read_text().replace('version = "0.1.0"', 'version = "0.2.0"'))
     install(upgraded, tmp_path / "site-0.2.0")  # the same code, a new release: pip install -U
     env = _env(clone, tmp_path / "site-0.2.0", course_data)
-    assert ran(run(["dvc", "repro"], clone, env=env).stdout) == ["check", "train@mixture", "evaluate@mixture", "report"]
+    assert stages_run(run(["dvc", "repro"], clone, env=env).stdout) == ["check", "train@mixture", "evaluate@mixture", "report"]
     assert json.loads((clone / "checks/plugins/mixture.json").read_text())["version"] == "0.2.0"
     record = json.loads((clone / "models/mixture/model/checkpoint.json").read_text())
     assert record["version"] == "0.2.0", "the model was trained by the upgraded plugin"

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import S3Server, run, set_param, stale_stages
+from conftest import S3Server, run, set_param, stages_run, stale_stages
 
 from pokegen.fileio import sha256_file
 
@@ -23,9 +23,6 @@ OUTPUTS = (
     "evaluation/vae/pictures/latent_grid.png", "reports/index.html", "reports/report.md",
 )  # fmt: skip
 
-
-def ran(output: str) -> list[str]:
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
 
 
 def commit(repo: Path) -> None:
@@ -43,9 +40,9 @@ def repo(reproduced: tuple[Path, str], tmp_path: Path, course_data: Path, monkey
 
 
 def test_repro_runs_every_stage_then_nothing(reproduced: tuple[Path, str], repo: Path) -> None:
-    assert ran(reproduced[1]) == ALL_STAGES
+    assert stages_run(reproduced[1]) == ALL_STAGES
     second = run(["dvc", "repro"], repo)
-    assert ran(second.stdout) == CHECK
+    assert stages_run(second.stdout) == CHECK
     assert "Stage 'report' didn't change, skipping" in second.stdout
     assert stale_stages(repo) == {}
     metrics = run(["dvc", "metrics", "show"], repo).stdout
@@ -58,19 +55,19 @@ def test_repro_runs_every_stage_then_nothing(reproduced: tuple[Path, str], repo:
 
 def test_only_what_a_param_touches_runs_again(repo: Path) -> None:
     set_param(repo, "models.vae.latent_dim", 2)
-    assert ran(run(["dvc", "repro"], repo).stdout) == [*CHECK, "train@vae", "evaluate@vae", "report"], "one model's params touch only that model"
+    assert stages_run(run(["dvc", "repro"], repo).stdout) == [*CHECK, "train@vae", "evaluate@vae", "report"], "one model's params touch only that model"
     set_param(repo, "evaluate.latent_grid.span", 1.0)
-    assert ran(run(["dvc", "repro"], repo).stdout) == [*CHECK, *EVALUATIONS, "report"], "evaluation settings re-evaluate, never re-train"
+    assert stages_run(run(["dvc", "repro"], repo).stdout) == [*CHECK, *EVALUATIONS, "report"], "evaluation settings re-evaluate, never re-train"
     set_param(repo, "quantize.colors", 64)
     again = run(["dvc", "repro"], repo).stdout
-    assert ran(again) == [*CHECK, "quantize", "tensorize", *MODEL_STAGES]
+    assert stages_run(again) == [*CHECK, "quantize", "tensorize", *MODEL_STAGES]
     assert "Stage 'download' didn't change" in again
 
 
 def test_dvc_exp_run_sets_one_models_param(repo: Path) -> None:
     commit(repo)
     experiment = run(["dvc", "exp", "run", "-S", "models.vae.latent_dim=2"], repo)
-    assert ran(experiment.stdout) == [*CHECK, "train@vae", "evaluate@vae", "report"]
+    assert stages_run(experiment.stdout) == [*CHECK, "train@vae", "evaluate@vae", "report"]
     shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], repo).stdout
     assert "models.vae.latent_dim" in shown
 
@@ -85,7 +82,7 @@ def test_push_then_pull_into_a_fresh_clone_restores_every_output(repo: Path) -> 
     assert not (fresh / "data/quantized/sprites.safetensors").exists()
     run(["dvc", "pull"], fresh)
     assert {path: sha256_file(fresh / path) for path in OUTPUTS} == before
-    assert ran(run(["dvc", "repro"], fresh).stdout) == CHECK, "pulled outputs need no re-run"
+    assert stages_run(run(["dvc", "repro"], fresh).stdout) == CHECK, "pulled outputs need no re-run"
 
 
 def test_an_s3_remote_round_trip_restores_the_report_without_training(repo: Path, s3_server: S3Server) -> None:
@@ -104,7 +101,7 @@ def test_an_s3_remote_round_trip_restores_the_report_without_training(repo: Path
     run(["git", "clone", "-q", str(repo), str(fresh)], repo.parent)
     run(["dvc", "pull"], fresh, env=s3_server.env)
     assert {path: sha256_file(fresh / path) for path in OUTPUTS} == before
-    assert ran(run(["dvc", "repro"], fresh).stdout) == CHECK, "the report came back without any stage running"
+    assert stages_run(run(["dvc", "repro"], fresh).stdout) == CHECK, "the report came back without any stage running"
 
 
 def test_the_report_shows_the_figures_dvc_metrics_show(repo: Path) -> None:

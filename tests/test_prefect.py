@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CourseServer, make_repo, run, set_param, stale_stages, wait_for
+from conftest import CourseServer, make_repo, run, set_param, stages_run, stale_stages, wait_for
 
 from pokegen.fileio import sha256_file
 
@@ -39,9 +39,6 @@ def _task_runs(flow_run_id) -> list:
     return asyncio.run(read())
 
 
-def ran_by_dvc(output: str) -> list[str]:
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
-
 
 def _cache_entries(repo: Path) -> list[str]:
     cache = repo / ".dvc" / "cache"
@@ -63,7 +60,7 @@ def test_the_flow_leaves_the_same_lock_and_a_clean_status(prefect_api: None, rep
 
     assert yaml.safe_load((by_prefect / "dvc.lock").read_text()) == yaml.safe_load((by_dvc / "dvc.lock").read_text())
     assert stale_stages(by_prefect) == {}
-    assert ran_by_dvc(run(["dvc", "repro"], by_prefect).stdout) == ["check"]
+    assert stages_run(run(["dvc", "repro"], by_prefect).stdout) == ["check"]
     assert run(["git", "status", "--porcelain"], by_prefect).stdout == run(["git", "status", "--porcelain"], by_dvc).stdout
     assert _cache_entries(by_prefect) == _cache_entries(by_dvc), "the same objects and run-cache entries"
 
@@ -205,7 +202,7 @@ def test_a_stage_added_to_dvc_yaml_runs_in_the_flow_and_shows_in_plan(prefect_ap
     (export,) = [t for t in _task_runs(state.state_details.flow_run_id) if t.name.startswith("export")]
     assert export.state.is_completed(), "the added stage is its own task run"
     assert "export" in yaml.safe_load((repo / "dvc.lock").read_text())["stages"], "DVC recorded it"
-    assert stale_stages(repo) == {} and ran_by_dvc(run(["dvc", "repro"], repo).stdout) == ["check"]
+    assert stale_stages(repo) == {} and stages_run(run(["dvc", "repro"], repo).stdout) == ["check"]
 
     definition["stages"]["export"]["cmd"] = "python -c \"print('no report today'); raise SystemExit(3)\""
     (repo / "dvc.yaml").write_text(yaml.safe_dump(definition, sort_keys=False))
