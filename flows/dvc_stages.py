@@ -17,7 +17,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from dvc.exceptions import DvcException, NotDvcRepoError
+from dvc.exceptions import DownloadError, DvcException, NotDvcRepoError
 from dvc.lock import LockError
 from dvc.repo import Repo, lock_repo
 from dvc.repo.reproduce import plan_repro
@@ -31,7 +31,7 @@ class PipelineLockedError(PokegenError):
 
 
 class PushError(PokegenError):
-    """`dvc push` after a run could not reach or fill the DVC remote."""
+    """`dvc push` after a run (or `dvc pull` before one) could not reach the DVC remote."""
 
 
 STAGE_COMMANDS = ("check", "download", "quantize", "tensorize")  # pokegen stage NAME
@@ -149,6 +149,25 @@ class PipelineRepo:
             stage.save(run_cache=not uncached)
             stage.commit()
             stage.dump(update_pipeline=False)
+
+    def uncached_outputs(self) -> list[str]:
+        """The outputs git keeps, not DVC's cache (`cache: false`: metrics, curves, the data card), as paths."""
+        self.repo._reset()
+        return sorted({str(out.def_path) for stage in self.repo.index.stages for out in stage.outs if not out.use_cache})
+
+    def pull(self) -> tuple[int, int]:
+        """`dvc pull` of what dvc.lock lists: (files fetched, outputs missing from the remote). A missing output is
+        no error: its stage runs, as after a fresh clone."""
+        self.repo._reset()
+        fetched, missing = 0, 0
+        try:
+            fetched = self.repo.fetch()
+        except DownloadError as error:  # some outputs are not on the remote: the others came
+            missing = error.amount
+        except DvcException as error:
+            raise PushError(f"dvc pull into {self.root} failed: {error}. Is the DVC remote reachable from this worker?") from None
+        self.repo.checkout(allow_missing=True)
+        return fetched, missing
 
     def push(self) -> int:
         """`dvc push` to the default remote: the number of files sent (0 when it already had everything)."""

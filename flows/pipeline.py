@@ -30,11 +30,13 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "pokegen")  # core logs show in the Prefect UI...
 logging.getLogger("pokegen").setLevel(logging.INFO)  # ...at INFO: Prefect gives extra loggers handlers, not a level
 
-from pokegen.flows import dvc_stages  # noqa: E402
+from pokegen.flows import dvc_stages, results  # noqa: E402
+from pokegen.flows.deployment import check_worker_code  # noqa: E402
 from pokegen.flows.dvc_stages import PlannedStage  # noqa: E402
 from pokegen.flows.runners import placed, task_runner  # noqa: E402
 from prefect import flow, get_client, get_run_logger, task  # noqa: E402
-from prefect.artifacts import create_table_artifact  # noqa: E402
+from prefect.runtime import flow_run  # noqa: E402
+from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.concurrency.sync import concurrency  # noqa: E402
 from prefect.futures import PrefectFuture  # noqa: E402
@@ -55,6 +57,7 @@ from pokegen.stages.train import run_train  # noqa: E402
 GPU_LIMIT = "gpu"
 POLL_SECONDS = 0.5  # how long the flow waits on one model's task before looking at the next
 REPORT_ARTIFACT = "pokegen-report"
+CHANGES_ARTIFACT = "pokegen-changes"
 log = logging.getLogger("pokegen.flows.pipeline")
 
 
@@ -151,13 +154,69 @@ def _push(dvc: dvc_stages.PipelineRepo) -> int:
     return dvc.push()
 
 
+def _start_from_last_record(branch: results.ResultsBranch, dvc: dvc_stages.PipelineRepo) -> str | None:
+    """The last recorded run's dvc.lock and small outputs into the clone, then `dvc pull` of its outputs."""
+    base = branch.start(dvc.uncached_outputs())
+    fetched, missing = dvc.pull()
+    log.info(
+        "Starting from %s; pulled %d files from the DVC remote%s.",
+        f"the run recorded as {base[:12]} on {branch.branch}" if base else f"{branch.source[:12]} (no recorded run yet)",
+        fetched,
+        f", {missing} not there (their stages will run)" if missing else "",
+    )
+    return base
+
+
+def _record(branch: results.ResultsBranch, layout: Layout, specs: dict[str, ModelSpec], paths: list[str], limits) -> str | None:
+    """Commit and push what changed to the results branch, publish the figures against the previous recorded run,
+    then fail when they got worse than `deployment.regression` allows. Returns the commit pushed, if any."""
+    started_from = branch.base
+    figures = results.compare(layout.root, list(specs), started_from or branch.source)
+    problems = results.regressions(figures, limits)
+    headline = "; ".join(
+        f"{f.model} {f.label} {f.new:.3f}" for f in figures if f.new is not None and f.limit_key == "bits_per_pixel"
+    )
+    commit = branch.commit(paths, f"pokegen run {flow_run.name}: {headline or 'results'}")
+    refused: results.RecordError | None = None
+    if commit is not None:
+        try:
+            commit = branch.push(commit)
+            log.info("Recorded as %s on %s (%s).", commit[:12], branch.branch, results.without_credentials(branch.remote_url))
+        except results.RecordError as error:
+            refused = error
+    else:
+        log.info("Nothing changed since the last recorded run: nothing recorded.")
+    recorded = results.Recorded(None if refused else commit, started_from, branch.source, branch.branch)
+    pictures = {model: layout.root / "evaluation" / model / "pictures" / "samples.png" for model in specs}
+    create_markdown_artifact(
+        results.summary_markdown(figures, recorded, pictures, problems),
+        key=CHANGES_ARTIFACT,
+        description="this run's figures against the previous recorded run",
+    )
+    if refused is not None:
+        raise refused
+    if problems:
+        raise results.RegressionError(
+            "worse than the previous recorded run "
+            f"({started_from[:12] if started_from else '-'}) by more than deployment.regression allows: "
+            + "; ".join(problems)
+            + f". The run is recorded on {branch.branch} ({commit[:12] if commit else 'unchanged'}) for inspection."
+        )
+    return commit
+
+
 # The run's one locked repository is its argument: nothing to hash for a cache key.
 push_task = task(_push, name="push", cache_policy=NO_CACHE)
+start_task = task(_start_from_last_record, name="pull", cache_policy=NO_CACHE)
+record_task = task(_record, name="record", cache_policy=NO_CACHE)
 
 
 @flow(name="pokemon-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=1))
-def pokemon_pipeline(root: str = ".", force: bool = False, push: bool = False) -> dict[str, str]:
+def pokemon_pipeline(root: str = ".", force: bool = False, push: bool = False, record: bool = False) -> dict[str, str]:
     """Bring every stage of dvc.yaml up to date, then (``push``) send the outputs to the DVC remote.
+
+    ``record`` (scheduled runs, in a fresh clone): start from the run last recorded on
+    `deployment.results_branch`, and after the push commit what changed there (flows/results.py).
 
     Returns {stage: 'ran' | 'up to date'} in the order `dvc repro` would run them. A stage starts as
     soon as every stage it depends on is recorded; trainings and evaluations go to the task runner
@@ -170,9 +229,20 @@ def pokemon_pipeline(root: str = ".", force: bool = False, push: bool = False) -
     params, specs = load_models(layout.params)  # every door: a bad params.yaml stops here, before any stage
     if any(spec.resources.gpus for spec in specs.values()):
         ensure_gpu_limit(gpu_slots())
+    branch = None
+    if record:
+        results.secrets_into_environment(params.deployment.secrets)
+        if params.deployment.results_branch is None:
+            raise results.RecordError(f"{layout.params}: deployment.results_branch is null: name a branch to record on")
+        branch = results.ResultsBranch(layout.root, params.deployment.results_branch)
+        check_worker_code(layout.root, branch.source)
+        push = True  # a record whose outputs are not on the DVC remote could not be restored
 
     with dvc_stages.PipelineRepo(layout.root) as dvc, task_runner(params.pipeline.runner) as runner:
         plan = dvc.plan()
+        recorded_paths = dvc.uncached_outputs()
+        if branch is not None:
+            start_task(branch, dvc)
         outcome: dict[str, str] = {}
         waiting = list(plan)
         running: list[tuple[PrefectFuture, str]] = []
@@ -235,6 +305,8 @@ def pokemon_pipeline(root: str = ".", force: bool = False, push: bool = False) -
         if push:
             sent = push_task(dvc)
             logger.info("Pushed %d files to the DVC remote.%s", sent, "" if sent else " It already had every output.")
+    if branch is not None:
+        record_task(branch, layout, specs, recorded_paths, params.deployment.regression)
     return outcome
 
 

@@ -351,7 +351,7 @@ TINY_EVALUATE = {
 }
 
 
-CODE_FOLDERS = ("src/pokegen", "plugins")  # the code dvc.yaml's stages depend on, as a clone holds it
+CODE_FOLDERS = ("src/pokegen", "plugins", "flows")  # the code a clone holds (the worker checks it is what runs)
 
 
 def make_repo(path: Path, models: dict | None = None, **sections: dict) -> Path:

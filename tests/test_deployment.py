@@ -1,13 +1,19 @@
-"""The scheduled deployment: a real `prefect server start` on 127.0.0.1 (SQLite) and a real process worker.
+"""The scheduled deployment as a team uses it, on real parts on 127.0.0.1: a bare git repository as
+`origin`, a folder as the DVC remote, `prefect server start` (SQLite) and a process worker started in
+a folder of its own, not in anyone's clone.
 
-`pokegen deploy` registers it, `prefect deployment run` triggers it, the worker runs it, and the
-repository ends as `dvc repro` leaves it, with the outputs pushed to the DVC remote.
+The README's commands put a clone's `main` on origin and register the deployment; the worker clones
+origin for each run, records what changed on the results branch, and a teammate's fresh clone
+restores the run's models and report without training.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +23,19 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import REPO_ROOT, answers, background, child_env, free_port, make_repo, run, set_param, stale_stages, wait_for
+from conftest import (
+    REPO_ROOT,
+    answers,
+    background,
+    child_env,
+    free_port,
+    make_repo,
+    run,
+    set_param,
+    stages_run,
+    stale_stages,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 MODELS = ["pixelrnn", "vae", "gan"]
@@ -31,24 +49,48 @@ STAGES = [
     "report",
 ]
 NEVER_SOON = "0 3 1 1 *"  # 03:00 on January 1st: a real schedule that does not fire while the test runs
+RESULTS = "pokegen-results"
+# What the README's commands name, replaced by this test's own origin and DVC remote.
+README_ORIGIN = "git@git.example.org:team/pokegen.git"
+README_DVC_REMOTE = "s3://my-bucket/pokegen"
+# Who commits in the README's commands (a CI machine may have no git identity).
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "Ash",
+    "GIT_AUTHOR_EMAIL": "ash@example.com",
+    "GIT_COMMITTER_NAME": "Ash",
+    "GIT_COMMITTER_EMAIL": "ash@example.com",
+}
 
 
-def readme_commands() -> dict[str, list[str]]:
-    """The README's deployment commands, by their second word (server, config, deploy, worker, deployment)."""
+def readme_block(first_command: str) -> list[list[str]]:
+    """The README's ```bash block that starts with ``first_command``: its commands, `a && b` as two."""
     text = (REPO_ROOT / "README.md").read_text()
-    block = re.search(r"```bash\n(prefect server start.*?)```", text, re.DOTALL).group(1)
-    commands = [shlex.split(line.split("#")[0].strip().rstrip("&")) for line in block.splitlines()]
-    return {command[1]: command for command in commands}
+    block = re.search(rf"```bash\n({re.escape(first_command)}.*?)```", text, re.DOTALL).group(1)
+    commands = []
+    for line in block.splitlines():
+        line = line.split("  #")[0].strip().removesuffix("&").strip()
+        commands += [shlex.split(part) for part in line.split(" && ")]
+    return commands
 
 
-README = readme_commands()
+DEPLOY = readme_block("git remote add origin")
+RESTORE = readme_block("git clone")
+
+
+def readme(commands: list[list[str]], *words: str) -> list[str]:
+    """The one command of ``commands`` that starts with ``words``."""
+    (found,) = [c for c in commands if c[: len(words)] == list(words)]
+    return found
 
 
 def test_the_readme_points_the_client_at_the_server_it_starts() -> None:
-    start = README["server"]
+    start = readme(DEPLOY, "prefect", "server", "start")
     host, port = start[start.index("--host") + 1], start[start.index("--port") + 1]
-    assert README["config"] == ["prefect", "config", "set", f"PREFECT_API_URL=http://{host}:{port}/api"]
-    assert README["deploy"] == ["pokegen", "deploy"]
+    assert readme(DEPLOY, "prefect", "config") == ["prefect", "config", "set", f"PREFECT_API_URL=http://{host}:{port}/api"]
+    assert readme(DEPLOY, "pokegen") == ["pokegen", "deploy"]
+    assert readme(DEPLOY, "git", "remote") == ["git", "remote", "add", "origin", README_ORIGIN]
+    assert readme(RESTORE, "git", "clone")[2] == README_ORIGIN
+    assert readme(RESTORE, "git", "checkout") == ["git", "checkout", RESULTS]
 
 
 @dataclass
@@ -65,42 +107,90 @@ class PrefectServer:
     def flow_run(self, run_id: str) -> dict:
         return self.get(f"/flow_runs/{run_id}")
 
-    def task_runs(self, run_id: str) -> list[dict]:
-        return self.post("/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
+    def task_names(self, run_id: str) -> list[str]:
+        runs = self.post("/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
+        return sorted(t["name"].rsplit("-", 1)[0] for t in runs)
 
-    def logs(self, run_id: str) -> list[dict]:
-        """The flow run's logs, once the server has stored the last one (they arrive in batches, after the run)."""
+    def artifact(self, run_id: str, key: str) -> dict:
+        (found,) = self.post("/artifacts/filter", {"artifacts": {"key": {"any_": [key]}, "flow_run_id": {"any_": [run_id]}}})
+        return found
+
+    def logs(self, run_id: str) -> list[str]:
+        """The flow run's log messages, once the server has stored the last one (they arrive in batches)."""
         stored: list[dict] = []
 
         def complete() -> bool:
             stored[:] = self.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
             return any(log["task_run_id"] is None and log["message"].startswith("Finished in state") for log in stored)
 
-        try:
-            wait_for(complete, timeout=60)
-        except AssertionError:
-            raise AssertionError(
-                f"{len(stored)} logs stored, none says the run finished: {[m['message'][:80] for m in stored[-8:]]}"
-            ) from None
-        return stored
+        wait_for(complete, timeout=60)
+        return [log["message"] for log in stored]
 
 
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     home = tmp_path_factory.mktemp("prefect-server")  # its own PREFECT_HOME: profiles and the SQLite database
-    port = free_port()
+    start = readme(DEPLOY, "prefect", "server", "start")
+    port = free_port()  # the README's command, on a port of the test's own
+    start[start.index("--port") + 1] = str(port)
     api = f"http://127.0.0.1:{port}/api"
     common = {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     server_env = child_env(**common, PREFECT_UI_ENABLED="false", PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="1")
     server_env.pop("PREFECT_API_URL", None)
-    command = ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    with background(command, home, server_env, lambda: answers(f"{api}/health"), home / "server.log"):
+    with background(start, home, server_env, lambda: answers(f"{api}/health"), home / "server.log"):
         yield PrefectServer(api, {**common, "PREFECT_API_URL": api, "PREFECT_WORKER_QUERY_SECONDS": "1"})
 
 
-def trigger(server: PrefectServer, repo: Path) -> str:
+@pytest.fixture(scope="module")
+def worker(prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory, course_data: Path) -> Iterator[Path]:
+    """The README's worker, started in a folder of its own: it has no clone, only pokegen installed."""
+    home = tmp_path_factory.mktemp("worker")
+    env = child_env(**prefect_server.env, POKEGEN_DATA_MIRROR=str(course_data))
+    with background(readme(DEPLOY, "prefect", "worker"), home, env, lambda: True, home / "worker.log"):
+        yield home / "worker.log"
+
+
+@dataclass
+class Team:
+    origin: Path  # the bare git repository every clone pulls from and pushes to
+    dvc_remote: Path
+    dev: Path  # the clone that deployed
+
+    def results_head(self) -> str | None:
+        listed = run(["git", "ls-remote", str(self.origin), f"refs/heads/{RESULTS}"], self.dev).stdout
+        return listed.split()[0] if listed.strip() else None
+
+    def show(self, commit: str, path: str) -> str:
+        return run(["git", "--git-dir", str(self.origin), "show", f"{commit}:{path}"], self.dev).stdout
+
+    def commit_and_push(self, message: str) -> None:
+        run(["git", "commit", "-qam", message], self.dev, env=IDENTITY)
+        run(["git", "push", "-q", "origin", "main"], self.dev)
+
+
+def deploy_by_the_readme(base: Path, prefect_server: PrefectServer) -> tuple[Team, str]:
+    """A clone's main pushed to a bare origin, with a DVC remote folder, and `pokegen deploy`: as the README says."""
+    origin, dvc_remote = base / "origin.git", base / "dvc-remote"
+    run(["git", "init", "-q", "--bare", "--initial-branch", "main", str(origin)], base)
+    dev = make_repo(base / "dev", deployment={"cron": NEVER_SOON})
+    run(["git", "branch", "-M", "main"], dev)
+    registered = ""
+    for command in DEPLOY:
+        command = [{README_ORIGIN: str(origin), README_DVC_REMOTE: str(dvc_remote)}.get(w, w) for w in command]
+        if command[:2] == ["prefect", "deployment"]:
+            break  # triggered by the test, once its worker runs
+        if command[:3] == ["prefect", "server", "start"] or command[:3] == ["prefect", "worker", "start"]:
+            continue  # the fixtures' own, on the test's port
+        if command[:2] == ["prefect", "config"]:
+            continue  # the test's clients get PREFECT_API_URL from the fixture (no profile of the developer's touched)
+        registered += run(command, dev, env={**prefect_server.env, **IDENTITY}).stdout
+    return Team(origin, dvc_remote, dev), registered
+
+
+def trigger(server: PrefectServer, team: Team, name: str = "pokegen") -> str:
     """`prefect deployment run`, as the README has it: the new flow run's id."""
-    out = run(README["deployment"], repo, env=server.env).stdout
+    command = readme(DEPLOY, "prefect", "deployment", "run")[:-1] + [f"pokemon-pipeline/{name}"]
+    out = run(command, team.dev, env=server.env).stdout
     return re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
 
 
@@ -114,70 +204,147 @@ def wait_final(server: PrefectServer, run_ids: list[str], timeout: float = 600) 
         time.sleep(1)
 
 
-def test_deploy_then_two_triggered_runs_leave_the_repo_as_dvc_repro_does(
-    prefect_server: PrefectServer, reproduced: tuple[Path, str], tmp_path: Path, course_data: Path
-) -> None:
-    by_dvc, _ = reproduced  # the same pipeline files and params, run by `dvc repro`
-    repo = make_repo(tmp_path / "repo", deployment={"cron": NEVER_SOON})
+@dataclass
+class FirstRuns:
+    team: Team
+    registered: str
+    deployment: dict
+    runs: list[dict]  # two runs triggered at once
+    logs: list[list[str]]
 
-    # The README's commands, on a server of the test's own (its port, its PREFECT_API_URL).
-    registered = run(README["deploy"], repo, env=prefect_server.env).stdout
-    assert f"'pokemon-pipeline/pokegen' registered: cron '{NEVER_SOON}' (UTC)" in registered
+
+@pytest.fixture(scope="module")
+def first_runs(prefect_server: PrefectServer, worker: Path, tmp_path_factory: pytest.TempPathFactory) -> FirstRuns:
+    """Deployed by the README's commands, then two runs triggered at once (the second must wait)."""
+    team, registered = deploy_by_the_readme(tmp_path_factory.mktemp("team"), prefect_server)
     deployment = prefect_server.get("/deployments/name/pokemon-pipeline/pokegen")
-    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == [NEVER_SOON]
-    assert deployment["parameters"] == {"root": str(repo), "push": True}, "parameters come from params.yaml"
-    scheduled: list[dict] = []
-    wait_for(
-        lambda: (
-            scheduled.extend(
-                prefect_server.post("/flow_runs/filter", {"deployments": {"id": {"any_": [deployment["id"]]}}})
-            )
-            or scheduled
-        )
-    )
-    assert all(
-        r["state_type"] == "SCHEDULED" and r["expected_start_time"].endswith("-01-01T03:00:00Z") for r in scheduled
-    )
+    ids = [trigger(prefect_server, team), trigger(prefect_server, team)]
+    runs = wait_final(prefect_server, ids)
+    assert [r["state_type"] for r in runs] == ["COMPLETED", "COMPLETED"], worker.read_text()[-4000:]
+    return FirstRuns(team, registered, deployment, runs, [prefect_server.logs(i) for i in ids])
 
-    worker_env = child_env(**prefect_server.env, POKEGEN_DATA_MIRROR=str(course_data))
-    with background(README["worker"], tmp_path, worker_env, lambda: True, tmp_path / "worker.log"):
-        first = trigger(prefect_server, repo)
-        second = trigger(prefect_server, repo)  # at once: the deployment runs one at a time, so it waits
-        first_run, second_run = wait_final(prefect_server, [first, second])
-        # A finished run's process sends its last logs as it exits: read them before the worker stops.
-        first_logs, second_logs = prefect_server.logs(first), prefect_server.logs(second)
-    assert first_run["state_type"] == second_run["state_type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[
-        -3000:
+
+def test_the_deployment_clones_origin_at_the_branch_params_names(first_runs: FirstRuns) -> None:
+    assert f"'pokemon-pipeline/pokegen' registered: cron '{NEVER_SOON}' (UTC)" in first_runs.registered
+    deployment = first_runs.deployment
+    assert deployment["pull_steps"] == [
+        {"prefect.deployments.steps.git_clone": {"repository": str(first_runs.team.origin), "branch": "main"}}
     ]
-    assert datetime.fromisoformat(second_run["start_time"]) >= datetime.fromisoformat(first_run["end_time"]), (
+    assert deployment["parameters"] == {"root": ".", "push": True, "record": True}, "from params.yaml's deployment"
+    assert deployment["entrypoint"] == "pokegen.flows.pipeline.pokemon_pipeline"
+    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == [NEVER_SOON]
+
+
+def test_a_run_records_on_the_results_branch_and_a_teammate_restores_it_without_training(
+    first_runs: FirstRuns, prefect_server: PrefectServer, reproduced: tuple[Path, str], tmp_path: Path
+) -> None:
+    team = first_runs.team
+    first, second = first_runs.runs
+    assert datetime.fromisoformat(second["start_time"]) >= datetime.fromisoformat(first["end_time"]), (
         "the second run waited for the first"
     )
-
-    # The repository as `dvc repro` leaves it, and the remote holding every output.
-    assert yaml.safe_load((repo / "dvc.lock").read_text()) == yaml.safe_load((by_dvc / "dvc.lock").read_text())
-    assert stale_stages(repo) == {}
-    assert "in sync" in run(["dvc", "status", "--cloud"], repo).stdout, "the run pushed to the DVC remote"
-
-    # Each stage its own task run with its own logs; the report table published; the idle run says so.
-    tasks = {t["name"].rsplit("-", 1)[0]: t for t in prefect_server.task_runs(first)}
-    assert sorted(tasks) == sorted([*STAGES, "push"])
-    for stage in ("quantize", "train@pixelrnn", "evaluate@gan", "report"):
-        assert any(
-            log["task_run_id"] == tasks[stage]["id"] and log["name"].startswith("pokegen") for log in first_logs
-        ), f"{stage} logs"
-    artifacts = prefect_server.post(
-        "/artifacts/filter", {"artifacts": {"key": {"any_": ["pokegen-report"]}, "flow_run_id": {"any_": [first]}}}
+    assert prefect_server.task_names(first["id"]) == sorted(["pull", *STAGES, "push", "record"])
+    assert prefect_server.task_names(second["id"]) == ["check", "pull", "push", "record"], (
+        "the second run started from the first's record: nothing to run but the check"
     )
-    assert len(artifacts) == 1 and artifacts[0]["type"] == "table"
-    assert sorted(t["name"].rsplit("-", 1)[0] for t in prefect_server.task_runs(second)) == ["check", "push"], (
-        "nothing changed: no stage ran but the check, which runs on every run"
+    assert "Nothing changed since the last recorded run: nothing recorded." in first_runs.logs[1]
+
+    # One record: a commit on the results branch on top of main, holding dvc.lock and the metrics.
+    main = run(["git", "ls-remote", str(team.origin), "refs/heads/main"], team.dev).stdout.split()[0]
+    head = team.results_head()
+    parents = run(["git", "--git-dir", str(team.origin), "rev-parse", f"{head}^@"], team.dev).stdout.split()
+    assert parents == [main], "the second run recorded nothing"
+    message = run(["git", "--git-dir", str(team.origin), "log", "-1", "--format=%B", head], team.dev).stdout
+    assert f"Source-Commit: {main}" in message and first["name"] in message
+
+    # The Prefect UI: the report table and the figures against the previous record, with each model's samples.
+    assert prefect_server.artifact(first["id"], "pokegen-report")["type"] == "table"
+    summary = prefect_server.artifact(first["id"], "pokegen-changes")
+    assert summary["type"] == "markdown"
+    assert f"Recorded as commit `{head[:12]}` on `{RESULTS}`" in summary["data"]
+    assert summary["data"].count("](data:image/png;base64,") == len(MODELS)
+
+    # A teammate: the README's commands in a fresh clone; nothing to train, the same outputs as `dvc repro`.
+    mate = tmp_path / "pokegen"
+    for command in RESTORE:
+        if command[:2] == ["git", "clone"]:
+            run(["git", "clone", "-q", str(team.origin), str(mate)], tmp_path)
+        elif command[0] in ("cd", "python3", "pip", "."):
+            continue  # the install: this test's virtual environment is it
+        else:
+            run(command, mate)
+    assert stale_stages(mate) == {}, "every output restored: nothing to train"
+    by_dvc, _ = reproduced  # the same pipeline files and params, run by `dvc repro`
+    assert yaml.safe_load((mate / "dvc.lock").read_text()) == yaml.safe_load((by_dvc / "dvc.lock").read_text())
+    assert (mate / "reports" / "index.html").is_file() and (mate / "models" / "vae" / "model").is_dir()
+    pixelrnn = json.loads((mate / "evaluation" / "pixelrnn" / "metrics.json").read_text())
+    assert f"| pixelrnn | test bits/pixel | — | {pixelrnn['likelihood']['bits_per_pixel']:.3f} |" in summary["data"]
+    assert stages_run(run(["dvc", "repro"], mate).stdout) == ["check"]
+
+
+def copy_of(team: Team, base: Path, name: str, prefect_server: PrefectServer) -> Team:
+    """Another team's repository holding the first record (origin and DVC remote copied), deployed as ``name``."""
+    origin, dvc_remote = base / "origin.git", base / "dvc-remote"
+    run(["git", "clone", "-q", "--bare", str(team.origin), str(origin)], base)
+    shutil.copytree(team.dvc_remote, dvc_remote)
+    dev = base / "dev"
+    run(["git", "clone", "-q", str(origin), str(dev)], base)
+    (dev / ".dvc" / "config").write_text((dev / ".dvc" / "config").read_text().replace(str(team.dvc_remote), str(dvc_remote)))
+    set_param(dev, "deployment.name", name)
+    copy = Team(origin, dvc_remote, dev)
+    copy.commit_and_push(f"deployment {name}, its own DVC remote")
+    run(["pokegen", "deploy"], dev, env=prefect_server.env)
+    return copy
+
+
+def test_a_regression_beyond_the_limit_fails_the_run_naming_the_figures_and_is_still_recorded(
+    first_runs: FirstRuns, prefect_server: PrefectServer, tmp_path: Path
+) -> None:
+    team = copy_of(first_runs.team, tmp_path, "regression", prefect_server)
+    before = team.results_head()
+    set_param(team.dev, "models.pixelrnn.train.lr", 1e-5)  # barely moves from its start: much worse than lr 0.01
+    team.commit_and_push("pixelrnn: a learning rate far too low")
+
+    (failed,) = wait_final(prefect_server, [trigger(prefect_server, team, "regression")])
+    assert failed["state_type"] == "FAILED"
+    after = team.results_head()
+    assert after != before, "recorded for inspection despite the regression"
+    old, new = (
+        json.loads(team.show(commit, "evaluation/pixelrnn/metrics.json"))["likelihood"]["bits_per_pixel"]
+        for commit in (before, after)
     )
-    messages = [log["message"] for log in second_logs]
-    assert "Data and pipelines are up to date." in messages
-    assert any("It already had every output" in m for m in messages)
+    assert new - old > 0.05
+    assert f"pixelrnn: test bits/pixel {old:.3f} -> {new:.3f}" in failed["state"]["message"]
+    assert "deployment.regression.bits_per_pixel allows 0.05" in failed["state"]["message"]
+    assert f"recorded on {RESULTS} ({after[:12]})" in failed["state"]["message"]
 
 
-def test_deploy_names_a_bad_schedule_and_a_missing_server(tmp_path: Path) -> None:
+def test_a_refused_git_push_fails_naming_the_remote_after_the_outputs_reached_the_dvc_remote(
+    first_runs: FirstRuns, prefect_server: PrefectServer, tmp_path: Path
+) -> None:
+    team = copy_of(first_runs.team, tmp_path, "refused", prefect_server)
+    before = team.results_head()
+    hook = team.origin / "hooks" / "pre-receive"  # as a git server protects a branch from this worker
+    hook.write_text(f'#!/bin/sh\ngrep -q "refs/heads/{RESULTS}" && {{ echo "{RESULTS} is protected" >&2; exit 1; }}\nexit 0\n')
+    hook.chmod(0o755)
+    set_param(team.dev, "models.vae.train.epochs", 1)
+    team.commit_and_push("vae: one epoch")
+    stored_before = sum(1 for p in team.dvc_remote.rglob("*") if p.is_file())
+
+    run_id = trigger(prefect_server, team, "refused")
+    (failed,) = wait_final(prefect_server, [run_id])
+    message = failed["state"]["message"]
+    assert failed["state_type"] == "FAILED"
+    assert f"git push to {team.origin} (branch {RESULTS}) was refused" in message
+    assert "The run's outputs are on the DVC remote" in message
+    assert team.results_head() == before
+    pushed = [m for m in prefect_server.logs(run_id) if m.startswith("Pushed ")]
+    sent = int(re.match(r"Pushed (\d+) files", pushed[0]).group(1))
+    stored_after = sum(1 for p in team.dvc_remote.rglob("*") if p.is_file())
+    assert sent > 0 and stored_after == stored_before + sent, "the retrained VAE and its evaluation reached the DVC remote"
+
+
+def test_deploy_names_a_bad_schedule_a_missing_server_and_a_missing_origin(tmp_path: Path, prefect_server: PrefectServer) -> None:
     repo = make_repo(tmp_path / "repo", deployment={"cron": "every day"})
     bad = run(["pokegen", "deploy"], repo, check=False)
     assert bad.returncode == 2 and "deployment.cron = 'every day' is not a cron expression" in bad.stderr
@@ -194,6 +361,15 @@ def test_deploy_names_a_bad_schedule_and_a_missing_server(tmp_path: Path) -> Non
         ["pokegen", "deploy"], repo, env={"PREFECT_HOME": str(tmp_path / "home"), "PREFECT_API_URL": None}, check=False
     )
     assert lonely.returncode == 2 and "prefect server start" in lonely.stderr and "PREFECT_API_URL" in lonely.stderr
+
+    # A clone that is on no git server: nothing for a worker to clone.
+    no_origin = run(["pokegen", "deploy"], repo, env=prefect_server.env, check=False)
+    assert no_origin.returncode == 2 and "no git remote 'origin' for the workers to clone" in no_origin.stderr
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
+    run(["git", "remote", "add", "origin", str(origin)], repo)
+    unpushed = run(["pokegen", "deploy"], repo, env=prefect_server.env, check=False)
+    assert unpushed.returncode == 2 and f"deployment.branch = 'main' is not a branch of {origin}" in unpushed.stderr
 
 
 def test_push_without_a_remote_names_the_config_and_the_fix(tmp_path: Path) -> None:

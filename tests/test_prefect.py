@@ -209,3 +209,25 @@ def test_a_stage_added_to_dvc_yaml_runs_in_the_flow_and_shows_in_plan(prefect_ap
     failed = pokemon_pipeline(root=str(repo), return_state=True)
     assert failed.is_failed() and "stage 'export' in dvc.yaml" in failed.message and "exited 3" in failed.message, failed.message
     assert "no report today" in failed.message, "the command's own output is in the message"
+
+
+def test_secrets_come_from_prefect_secret_blocks_unless_the_worker_sets_them(
+    prefect_api: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from prefect.blocks.system import Secret
+
+    from pokegen.flows.results import SecretError, secrets_into_environment
+
+    Secret(value="from-the-block").save("pokegen-test-token", overwrite=True)
+    monkeypatch.setenv("POKEGEN_GIT_TOKEN", "")  # unset for the function; restored after the test
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-the-worker")
+    wanted = {"POKEGEN_GIT_TOKEN": "pokegen-test-token", "AWS_ACCESS_KEY_ID": "pokegen-test-token"}
+    assert secrets_into_environment(wanted) == ["POKEGEN_GIT_TOKEN"]
+    assert os.environ["POKEGEN_GIT_TOKEN"] == "from-the-block"
+    assert os.environ["AWS_ACCESS_KEY_ID"] == "from-the-worker", "the worker's own environment wins"
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "")
+    with pytest.raises(SecretError, match=r"deployment.secrets.AWS_SECRET_ACCESS_KEY names the Prefect Secret block 'nowhere'"):
+        secrets_into_environment({"AWS_SECRET_ACCESS_KEY": "nowhere"})

@@ -152,6 +152,17 @@ class PipelineParams(StrictModel):
         return self
 
 
+class RegressionLimits(StrictModel):
+    """How much worse than the previous recorded run a scheduled run may get, per model; null: no limit."""
+
+    bits_per_pixel: float | None = Field(0.05, ge=0, description="test bits/pixel may rise by at most this")
+    precision: float | None = Field(0.1, ge=0, description="precision may fall by at most this")
+    recall: float | None = Field(0.1, ge=0, description="recall may fall by at most this")
+
+
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
 class DeploymentParams(StrictModel):
     """The scheduled `pokemon-pipeline` deployment that `pokegen deploy` registers (flows/deployment.py)."""
 
@@ -159,7 +170,30 @@ class DeploymentParams(StrictModel):
     work_pool: str = Field("pokegen", min_length=1, description="the Prefect work pool whose workers run it")
     cron: str | None = Field("0 3 * * *", description="when it runs (checked by pokegen deploy); null: only when triggered")
     timezone: str = Field("UTC", min_length=1)
+    repository: str | None = Field(None, description="the git URL workers clone; null: this clone's `origin`")
+    branch: str = Field("main", min_length=1, description="the branch each run checks out")
     push: bool = Field(True, description="dvc push the outputs to the default DVC remote after each run")
+    results_branch: str | None = Field(
+        "pokegen-results", min_length=1, description="each run that changed something is committed here; null: not recorded"
+    )
+    regression: RegressionLimits = RegressionLimits()
+    # Environment variables a run takes from Prefect Secret blocks where its worker does not set them:
+    # {POKEGEN_GIT_TOKEN: git-token, AWS_SECRET_ACCESS_KEY: aws-secret}. Never the values themselves.
+    secrets: dict[EnvName, str] = {}
+
+    @model_validator(mode="after")
+    def _records_what_it_pushed(self) -> DeploymentParams:
+        if self.results_branch is not None and not self.push:
+            raise ValueError(
+                "results_branch needs push: true (a recorded run whose outputs are not on "
+                "the DVC remote cannot be restored); set push: true, or results_branch: null to record nothing"
+            )
+        if self.results_branch == self.branch:
+            raise ValueError(
+                f"results_branch = {self.results_branch!r} is the branch runs check out: give the results "
+                "their own branch (for example pokegen-results)"
+            )
+        return self
 
 
 class Params(StrictModel):
