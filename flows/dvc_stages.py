@@ -1,7 +1,7 @@
 """Run a dvc.yaml stage's body in this process and record it exactly as `dvc repro` would.
 
-`dvc repro` does, per stage: skip if unchanged; remove non-persistent outputs; run the
-command; save deps and outs (hashes, run cache); commit outs to the cache; write dvc.lock.
+`dvc repro` does, per stage: skip if unchanged; remove non-persistent outputs; restore them
+from the run cache when a run with the same inputs was saved there, else run the command; save deps and outs (hashes, run cache); commit outs to the cache; write dvc.lock.
 Here the command is a Prefect task instead of a subprocess; the other steps are DVC's own
 calls, so both doors leave the same dvc.lock and cache, and `dvc status` is clean after either.
 
@@ -22,6 +22,7 @@ from dvc.lock import LockError
 from dvc.repo import Repo, lock_repo
 from dvc.repo.reproduce import plan_repro
 from dvc.stage import Stage
+from dvc.stage.cache import RunCacheNotFoundError
 
 from pokegen.errors import PokegenError
 
@@ -140,6 +141,17 @@ class PipelineRepo:
         """Remove the stage's non-persistent outputs, as `dvc repro` does before running a command."""
         self._stage(name).remove_outs(ignore_remove=False, force=False)
 
+    def restore_from_run_cache(self, name: str, pull: bool = False) -> bool:
+        """What `dvc repro` does before running a changed stage: when DVC's run cache holds a run of it with the
+        same command, dependencies and params, check that run's outputs out instead (``pull``: fetching them from
+        the DVC remote). True when it did; then `record` it."""
+        stage = self._stage(name)
+        try:
+            self.repo.stage_cache.restore(stage, pull=pull)
+        except RunCacheNotFoundError:
+            return False
+        return True
+
     def record(self, name: str) -> None:
         """Hash deps and outs, fill the cache and run cache, write dvc.lock and the outputs' .gitignore."""
         stage = self._stage(name)
@@ -161,6 +173,7 @@ class PipelineRepo:
         self.repo._reset()
         fetched, missing = 0, 0
         try:
+            self.repo.stage_cache.pull(None)  # the run cache: what any pushed run made, for restore_from_run_cache
             fetched = self.repo.fetch()
         except DownloadError as error:  # some outputs are not on the remote: the others came
             missing = error.amount
@@ -169,15 +182,24 @@ class PipelineRepo:
         self.repo.checkout(allow_missing=True)
         return fetched, missing
 
-    def push(self) -> int:
-        """`dvc push` to the default remote: the number of files sent (0 when it already had everything)."""
+    def push(self, run_cache: bool = False) -> int:
+        """`dvc push` to the default remote (``run_cache``: `--run-cache` too): the number of files sent (0 when
+        it already had everything)."""
         self.repo._reset()
         if not self.repo.config["core"].get("remote"):
             raise PushError(
                 f"{self.root / '.dvc' / 'config'}: no default DVC remote to push to; add one (dvc remote add -d NAME URL) or turn push off"
             )
         try:
-            return self.repo.push()
+            sent = self.repo.push()
+            if run_cache:
+                entries = self.repo.stage_cache.push(None)
+                # DVC 3 pushes the run-cache entries but not what their uncached outputs (metrics, plots) hold,
+                # without which another machine cannot restore such a stage from the run cache: send those too.
+                for objects in self.repo.stage_cache.get_used_objs(entries).values():
+                    sent += len(self.repo.cloud.push(objects).transferred)
+                sent += len(entries)
+            return sent
         except DvcException as error:
             raise PushError(
                 f"dvc push from {self.root} failed: {error}. The outputs are recorded here; run `dvc push` once the remote is reachable."

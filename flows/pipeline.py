@@ -150,8 +150,8 @@ def ensure_gpu_limit(slots: int) -> None:
     run_coro_as_sync(upsert())
 
 
-def _push(dvc: dvc_stages.PipelineRepo) -> int:
-    return dvc.push()
+def _push(dvc: dvc_stages.PipelineRepo, run_cache: bool = False) -> int:
+    return dvc.push(run_cache=run_cache)
 
 
 def _start_from_last_record(branch: results.ResultsBranch, dvc: dvc_stages.PipelineRepo) -> str | None:
@@ -218,7 +218,8 @@ def pokemon_pipeline(root: str = ".", force: bool = False, push: bool = False, r
     ``record`` (scheduled runs, in a fresh clone): start from the run last recorded on
     `deployment.results_branch`, and after the push commit what changed there (flows/results.py).
 
-    Returns {stage: 'ran' | 'up to date'} in the order `dvc repro` would run them. A stage starts as
+    Returns {stage: 'ran' | 'restored' | 'up to date'} in the order `dvc repro` would run them ('restored':
+    from DVC's run cache, as `dvc repro` does when a run with the same inputs was recorded before). A stage starts as
     soon as every stage it depends on is recorded; trainings and evaluations go to the task runner
     params.yaml asks for (pipeline.runner: in parallel on Dask or Ray). When a stage fails, the
     stages that do not depend on it still run and are recorded; then the run fails with its error.
@@ -249,9 +250,9 @@ def pokemon_pipeline(root: str = ".", force: bool = False, push: bool = False, r
         failed: dict[str, PrefectFuture | BaseException] = {}
         blocked: set[str] = set()  # failed, or downstream of a failure
 
-        def recorded(name: str) -> None:
+        def recorded(name: str, how: str = "ran") -> None:
             dvc.record(name)
-            outcome[name] = "ran"
+            outcome[name] = how
 
         def start(stage: PlannedStage) -> None:
             if any(up in blocked for up in stage.upstream):
@@ -262,6 +263,10 @@ def pokemon_pipeline(root: str = ".", force: bool = False, push: bool = False, r
                 outcome[stage.name] = "up to date"
                 return
             dvc.prepare(stage.name)
+            if not force and dvc.restore_from_run_cache(stage.name, pull=branch is not None):
+                logger.info("Stage '%s' is cached: its outputs restored from DVC's run cache, not run", stage.name)
+                recorded(stage.name, "restored")
+                return
             call = stage_call(stage, params, layout, specs)
             if call.model is not None:  # models run side by side where the task runner allows (Dask, Ray)
                 with placed(call.model.resources, params.pipeline.runner.kind):
@@ -303,7 +308,7 @@ def pokemon_pipeline(root: str = ".", force: bool = False, push: bool = False, r
         else:
             logger.info("Recorded in dvc.lock: to track the changes with git, add dvc.lock and the .gitignore files DVC wrote.")
         if push:
-            sent = push_task(dvc)
+            sent = push_task(dvc, run_cache=branch is not None)  # a later run can restore what this one made
             logger.info("Pushed %d files to the DVC remote.%s", sent, "" if sent else " It already had every output.")
     if branch is not None:
         record_task(branch, layout, specs, recorded_paths, params.deployment.regression)

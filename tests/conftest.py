@@ -336,7 +336,7 @@ def run(
 # The built-in models at a size that trains in seconds (the real sizes are the point of the benchmarks).
 TINY_MODELS = {
     "pixelrnn": {"hidden": 16, "train": {"epochs": 2, "batch_size": 64, "lr": 0.01}},
-    "vae": {"latent_dim": 10, "channels": 8, "embed": 4, "iw_samples": 4, "train": {"epochs": 2, "batch_size": 64}},
+    "vae": {"latent_dim": 10, "channels": 8, "embed": 4, "head_channels": 8, "iw_samples": 4, "train": {"epochs": 2, "batch_size": 64}},
     "gan": {"channels": 8, "latent_dim": 8, "train": {"epochs": 2, "batch_size": 64}},
 }
 

@@ -185,7 +185,7 @@ def test_latent_grid_codes_sweep_two_dims_and_fix_the_rest() -> None:
 BASELINES = ["baseline: global color frequencies", "baseline: per-position frequencies", "baseline: left and upper neighbours"]
 TINY_MODELS = {
     "pixelrnn": {"hidden": 16, "train": {"epochs": 2, "batch_size": 16}},
-    "vae": {"channels": 8, "embed": 4, "iw_samples": 4, "train": {"epochs": 2, "batch_size": 16}},
+    "vae": {"channels": 8, "embed": 4, "head_channels": 8, "iw_samples": 4, "train": {"epochs": 2, "batch_size": 16}},
     "gan": {"channels": 8, "latent_dim": 8, "train": {"epochs": 1, "batch_size": 16}},
 }
 EVALUATE = {"samples": 24, "grid": 9, "completion_rows": 3, "scale": 3, "nearest_k": 3, "latent_grid": {"steps": 4}}
@@ -244,6 +244,8 @@ def test_evaluate_writes_metrics_and_pictures_of_the_right_size_in_palette_color
     assert "bits_per_pixel" in pixelrnn["completion"]["cover_50"], "an exact conditional likelihood is scored"
     vae = json.loads(layout.evaluation_metrics("vae").read_text())
     assert vae["likelihood"]["kind"] == "bound" and vae["likelihood"]["elbo_bits_per_pixel"] > 0, "the bound and the ELBO, labelled"
+    kl = vae["likelihood"]["kl_nats_per_code_dim"]  # posterior collapse, visible: one KL per code dimension
+    assert len(kl) == vae["likelihood"]["code_dims"] == 10 and vae["likelihood"]["code_dims_in_use"] == sum(v > 0.01 for v in kl)
     gan = json.loads(layout.evaluation_metrics("gan").read_text())
     assert gan["likelihood"] is None and gan["completion"] == {}, "no likelihood, no completion: skipped"
     assert {"precision", "recall", "density", "coverage", "palette_js"} <= set(gan["distribution"])
@@ -346,6 +348,8 @@ def test_the_report_lists_every_model_and_baselines_and_its_images_load_in_a_bro
     assert by_name["vae"][header.index("test bits/pixel")] == f"{vae['likelihood']['bits_per_pixel']:.3f}"
     assert by_name["vae"][header.index("precision")] == f"{vae['distribution']['precision']:.3f}"
     assert by_name["vae"][header.index("C2ST accuracy")] == f"{vae['distribution']['c2st_accuracy']:.3f}"
+    assert by_name["vae"][header.index("code dims in use")] == f"{vae['likelihood']['code_dims_in_use']} of 10"
+    assert by_name["gan"][header.index("code dims in use")] == "—", "no code to collapse"
 
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
     assert all((layout.reports_dir / path).is_file() for path in linked), "the markdown's images lie beside it"

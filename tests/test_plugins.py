@@ -27,15 +27,17 @@ from pokegen.testing import check_model, model_checks, toy_sprites
 
 TINY = {
     "pixelrnn": {"hidden": 16},
-    "vae": {"channels": 8, "embed": 4, "iw_samples": 4},
+    "vae": {"channels": 8, "embed": 4, "head_channels": 8, "iw_samples": 4},
     "gan": {"channels": 8, "latent_dim": 8},
 }
 
 
 BUILT_IN_CHECKS = [(plugin, check) for plugin in (PixelRNN, VAE, GAN) for check in model_checks(plugin, TINY[plugin.name])]
+# The lecture's VAE decoder (each pixel on its own) stays a choice: it keeps the contract too.
+BUILT_IN_CHECKS += [(VAE, check) for check in model_checks(VAE, {**TINY["vae"], "decoder": "factorized"})]
 
 
-@pytest.mark.parametrize(("plugin", "check"), BUILT_IN_CHECKS, ids=[f"{p.name}-{c.name}" for p, c in BUILT_IN_CHECKS])
+@pytest.mark.parametrize(("plugin", "check"), BUILT_IN_CHECKS, ids=[f"{p.name}-{c.name}-{i}" for i, (p, c) in enumerate(BUILT_IN_CHECKS)])
 def test_the_built_ins_keep_the_contract(plugin, check) -> None:
     check()
 
@@ -125,7 +127,7 @@ def test_pixelrnn_samples_with_temperature_and_completes_the_lower_half() -> Non
 
 def test_vae_bounds_are_ordered_and_codes_have_the_lectures_size() -> None:
     torch.manual_seed(0)
-    model = VAE(VAEConfig(channels=8, embed=4), colors=6, size=8)
+    model = VAE(VAEConfig(channels=8, embed=4, head_channels=8), colors=6, size=8)
     data = toy_sprites(count=64)
     model.fit(data[:56], data[56:], TrainSettings(epochs=3, batch_size=16), FitContext())
     val = data[56:]
@@ -134,6 +136,60 @@ def test_vae_bounds_are_ordered_and_codes_have_the_lectures_size() -> None:
     assert iwae >= elbo - 1e-3, "the importance-weighted bound is at least the ELBO"
     # k = 1 estimates the ELBO with a sampled KL instead of the closed form: the same bound, other noise.
     assert np.isclose(model.log_prob(val, samples=1).mean(), elbo, rtol=0.02)
+
+
+def test_the_vae_decoder_draws_each_pixel_from_earlier_pixels_only() -> None:
+    """The PixelCNN decoder's masks: a pixel's colour moves the logits of later pixels (raster order) only."""
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(channels=8, embed=4, head_channels=8), colors=6, size=8)
+    codes = torch.randn(1, 10)
+    images = torch.as_tensor(toy_sprites(count=1, size=8), dtype=torch.long)
+    changed = images.clone()
+    changed[0, 3, 4] = (changed[0, 3, 4] + 1) % 6
+    with torch.no_grad():
+        moved = (model.module.logits(codes, images) - model.module.logits(codes, changed)).abs().amax(dim=1)[0] > 0
+    order = torch.arange(64).reshape(8, 8)  # raster position of each pixel
+    assert not moved[order <= 3 * 8 + 4].any(), "no pixel up to and including the changed one is affected"
+    assert moved[3, 5] and moved[4, 4], "its right neighbour and the pixel below see it"
+    assert not moved[order > (3 + model.module.head.rows_seen) * 8 + 8].any(), "a pixel far below does not: the view is local"
+
+
+def test_the_vae_samples_with_a_window_as_with_the_whole_canvas() -> None:
+    """Sampling runs the decoder on the rows that reach the current pixel only; the same draws as on the whole canvas."""
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(channels=8, embed=4, head_channels=8, temperature=0.85), colors=6, size=8)
+    model.module.eval()
+    features = model.module.features(torch.randn(3, 10))
+    uniforms = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        windowed = model._draw(features, uniforms)
+        canvas = torch.zeros_like(windowed)
+        for row in range(8):
+            for column in range(8):
+                logits = model.module.head(canvas, features)[:, :, row, column]
+                cumulative = torch.softmax(logits / 0.85, dim=1).cumsum(dim=1)
+                canvas[:, row, column] = (cumulative < uniforms[:, row, column, None]).sum(dim=1).clamp(max=5)
+    assert torch.equal(windowed, canvas)
+    assert len(set(windowed.flatten().tolist())) > 1, "a real drawing, not one colour"
+
+
+def test_the_vae_reports_the_kl_of_each_code_dimension() -> None:
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(channels=8, embed=4, head_channels=8), colors=6, size=8)
+    data = toy_sprites(count=64, size=8)
+    kl = model.kl_per_dimension(data)
+    assert kl.shape == (10,) and np.all(kl >= 0)
+    mean, log_var = model.module.encode(torch.as_tensor(data, dtype=torch.long))
+    by_hand = (0.5 * (log_var.exp() - 1 - log_var + mean.pow(2))).mean(dim=0).detach().numpy()
+    assert np.allclose(kl, by_hand, atol=1e-6)
+    # Free bits: a dimension whose KL is below free_bits adds free_bits to the loss, whatever its KL.
+    floor = VAE(VAEConfig(channels=8, embed=4, head_channels=8, free_bits=100.0), colors=6, size=8)
+    floor.module.load_state_dict(model.module.state_dict())
+    batch = torch.as_tensor(data, dtype=torch.long)
+    torch.manual_seed(1)
+    reconstruction, _ = floor._terms(batch)
+    torch.manual_seed(1)
+    assert torch.isclose(floor.loss(batch), (reconstruction.mean() + 10 * 100.0) / 64)
 
 
 # --- registry and listing ------------------------------------------------------------------
@@ -168,10 +224,10 @@ def test_the_listing_shows_distribution_version_capabilities_and_resources() -> 
     found = {info.name: info for info in discover()}
     assert {"pixelrnn", "vae", "gan"} <= set(found)
     assert found["pixelrnn"].distribution == "pokegen" and found["pixelrnn"].capabilities == ["log_prob", "complete", "conditional_log_prob"]
-    assert found["vae"].capabilities == ["log_prob", "elbo", "encode", "decode"] and found["vae"].plugin.likelihood == "bound"
+    assert found["vae"].capabilities == ["log_prob", "elbo", "kl_per_dimension", "encode", "decode"] and found["vae"].plugin.likelihood == "bound"
     assert found["gan"].capabilities == [] and found["gan"].plugin.likelihood is None
     listing = run(["pokegen", "models"], REPO_ROOT).stdout
-    assert "log_prob, elbo, encode, decode" in listing and "gpus=0 cpus=2" in listing
+    assert "log_prob, elbo, kl_per_dimension, encode, decode" in listing and "gpus=0 cpus=2" in listing
 
 
 def test_an_unknown_model_fails_validation_with_the_known_ones(tmp_path: Path) -> None:

@@ -1,4 +1,6 @@
-"""VAE with the lecture's 10-dimensional code; a convolutional encoder and decoder over the K palette colors.
+"""VAE with the lecture's 10-dimensional code; a convolutional encoder, and a decoder that draws the
+K palette colors either with a small PixelCNN conditioned on the code (PixelVAE), or every pixel on
+its own (the lecture's).
 
 The lecture writes the code as c = exp(σ)·e + m and the KL term as Σ exp(σ) − (1 + σ) + m².
 That KL treats exp(σ) as a variance, so σ is read here as the log-variance, and the code is
@@ -10,11 +12,20 @@ drawn with the matching standard deviation:
 i.e. the lecture's KL term, halved (the lecture drops the ½, which only rescales it against
 the reconstruction term). log_prob is the importance-weighted bound with k = iw_samples
 codes (Burda et al., 2016); elbo() is the k = 1 case. Both are lower bounds on log p(x).
+
+Why the PixelCNN decoder (Gulrajani et al., PixelVAE, 2017): a decoder that scores every pixel
+independently can only draw each pixel's most likely color given the code, which on sprites is a
+gray blob. The PixelCNN head draws pixel by pixel in raster order, each seeing the few pixels above
+and to its left, so outlines and flat colors come out. Its view is kept local (a 5x5 masked
+convolution, then `head_layers` 3x3 ones) so that the code must carry what is far away, the shape
+and the palette (Chen et al., Variational Lossy Autoencoder, 2017); free bits (Kingma et al., 2016)
+keep every code dimension from collapsing to the prior in training. `kl_per_dimension` shows it.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import torch
@@ -22,7 +33,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from pokegen.plugin import Resources, bits_per_pixel
+from pokegen.plugin import ACTIVE_CODE_NATS, Resources, bits_per_pixel
 from pokegen.training import TorchModel
 
 
@@ -31,8 +42,54 @@ class VAEConfig(BaseModel):
     latent_dim: int = Field(10, ge=1, description="code size (the lecture: 10)")
     embed: int = Field(16, ge=1, description="per-pixel color embedding fed to the encoder")
     channels: int = Field(64, ge=1)
+    decoder: Literal["pixelcnn", "factorized"] = Field(
+        "pixelcnn", description="pixelcnn: a small PixelCNN conditioned on the code (PixelVAE); factorized: each pixel on its own (the lecture's)"
+    )
+    head_channels: int = Field(32, ge=1, description="channels of the PixelCNN decoder")
+    head_layers: int = Field(2, ge=0, description="3x3 masked layers after its first 5x5 one: how far it sees")
+    free_bits: float = Field(0.1, ge=0, description="nats per code dimension below which training does not push the KL")
+    temperature: float = Field(
+        0.85, gt=0, description="sampling temperature of the PixelCNN decoder (below 1: flatter colors, fewer stray pixels)"
+    )
     beta: float = Field(1.0, gt=0, description="weight of the KL term (1 = the true ELBO)")
     iw_samples: int = Field(64, ge=1, description="k of the importance-weighted bound used by log_prob")
+
+
+class MaskedConv2d(nn.Conv2d):
+    """A convolution that sees only the pixels before the centre in raster order (and the centre itself, when
+    ``include_centre``: every layer after the first, whose centre already holds only earlier pixels)."""
+
+    def __init__(self, channels_in: int, channels_out: int, kernel: int, include_centre: bool) -> None:
+        super().__init__(channels_in, channels_out, kernel, padding=kernel // 2)
+        mask = torch.ones_like(self.weight)
+        centre = kernel // 2
+        mask[:, :, centre, centre + int(include_centre) :] = 0
+        mask[:, :, centre + 1 :, :] = 0
+        self.register_buffer("mask", mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+
+class _PixelCNNHead(nn.Module):
+    """Color logits of each pixel from the pixels before it and the code's feature map."""
+
+    def __init__(self, colors: int, features: int, config: VAEConfig) -> None:
+        super().__init__()
+        h, layers = config.head_channels, config.head_layers
+        self.embed = nn.Embedding(colors, h)
+        self.first = MaskedConv2d(h, h, 5, include_centre=False)
+        self.layers = nn.ModuleList(MaskedConv2d(h, h, 3, include_centre=True) for _ in range(layers))
+        self.condition = nn.Conv2d(features, h * (1 + layers), 1)  # the code into every layer
+        self.out = nn.Conv2d(h, colors, 1)
+        self.rows_seen = 2 + layers  # rows above a pixel that reach it: sampling needs only those
+
+    def forward(self, images: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        conditions = self.condition(features).chunk(1 + len(self.layers), dim=1)
+        x = self.first(self.embed(images).permute(0, 3, 1, 2)) + conditions[0]
+        for layer, condition in zip(self.layers, conditions[1:], strict=True):
+            x = x + layer(F.relu(x)) + condition
+        return self.out(F.relu(x))
 
 
 class _Network(nn.Module):
@@ -54,8 +111,12 @@ class _Network(nn.Module):
             nn.Unflatten(1, (2 * c, self.cells, self.cells)),
             nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1), nn.ReLU(),
             nn.ConvTranspose2d(c, c, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(c, colors, 1),
         )  # fmt: skip
+        self.head = _PixelCNNHead(colors, c, config) if config.decoder == "pixelcnn" else nn.Conv2d(c, colors, 1)
+
+    @property
+    def autoregressive(self) -> bool:
+        return isinstance(self.head, _PixelCNNHead)
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, log-variance) of q(code | image)."""
@@ -63,9 +124,14 @@ class _Network(nn.Module):
         mean, log_var = self.to_code(features).chunk(2, dim=1)
         return mean, log_var
 
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Per-pixel color logits (B, K, S, S)."""
+    def features(self, codes: torch.Tensor) -> torch.Tensor:
+        """The code as a feature map (B, C, S, S)."""
         return self.decoder(codes)[:, :, : self.size, : self.size]
+
+    def logits(self, codes: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Color logits (B, K, S, S) of each pixel of ``images`` given its code (and, autoregressive, the pixels before it)."""
+        features = self.features(codes)
+        return self.head(images, features) if self.autoregressive else self.head(features)
 
 
 class VAE(TorchModel):
@@ -80,24 +146,27 @@ class VAE(TorchModel):
         self.module = _Network(colors, size, config)
 
     def _terms(self, images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per image: reconstruction negative log-likelihood and KL, in nats, one code drawn per image."""
+        """Per image: reconstruction negative log-likelihood in nats, and the KL of each code dimension (B, D)."""
         mean, log_var = self.module.encode(images)
         noise = torch.randn(mean.shape, generator=generator, device=mean.device)
         codes = mean + torch.exp(0.5 * log_var) * noise
-        reconstruction = F.cross_entropy(self.module.decode(codes), images, reduction="none").sum(dim=(1, 2))
-        kl = 0.5 * (log_var.exp() - (1 + log_var) + mean.pow(2)).sum(dim=1)
+        reconstruction = F.cross_entropy(self.module.logits(codes, images), images, reduction="none").sum(dim=(1, 2))
+        kl = 0.5 * (log_var.exp() - (1 + log_var) + mean.pow(2))
         return reconstruction, kl
 
     def loss(self, batch: torch.Tensor) -> torch.Tensor:
         reconstruction, kl = self._terms(batch)
-        return (reconstruction + self.config.beta * kl).mean() / (self.size * self.size)
+        # Free bits: each dimension's KL, averaged over the batch, counts no lower than free_bits.
+        kl_term = kl.mean(dim=0).clamp(min=self.config.free_bits).sum()
+        return (reconstruction.mean() + self.config.beta * kl_term) / (self.size * self.size)
 
     def validation_metrics(self, val: torch.Tensor, epoch: int) -> dict[str, float]:
         reconstruction, kl = self._terms(val)
         pixels = self.size * self.size
         return {
-            "val_bits_per_pixel": bits_per_pixel(reconstruction + kl, pixels),  # the ELBO, as bits/pixel
-            "val_kl_bits_per_pixel": bits_per_pixel(kl, pixels),
+            "val_bits_per_pixel": bits_per_pixel(reconstruction + kl.sum(dim=1), pixels),  # the ELBO, as bits/pixel
+            "val_kl_bits_per_pixel": bits_per_pixel(kl.sum(dim=1), pixels),
+            "val_code_dims_in_use": float((kl.mean(dim=0) > ACTIVE_CODE_NATS).sum()),
         }
 
     def _generator(self, seed: int) -> torch.Generator:
@@ -109,7 +178,14 @@ class VAE(TorchModel):
         self.module.eval()
         batch = torch.as_tensor(images, dtype=torch.long, device=self.device)
         reconstruction, kl = self._terms(batch, self._generator(seed))
-        return -(reconstruction + kl).cpu().numpy().astype(np.float64)
+        return -(reconstruction + kl.sum(dim=1)).cpu().numpy().astype(np.float64)
+
+    @torch.no_grad()
+    def kl_per_dimension(self, images: np.ndarray) -> np.ndarray:
+        """Mean KL(q(code | x) || N(0, I)) of each code dimension over ``images``, in nats: ~0 is a collapsed one."""
+        self.module.eval()
+        mean, log_var = self.module.encode(torch.as_tensor(images, dtype=torch.long, device=self.device))
+        return (0.5 * (log_var.exp() - (1 + log_var) + mean.pow(2))).mean(dim=0).cpu().numpy().astype(np.float64)
 
     @torch.no_grad()
     def log_prob(self, images: np.ndarray, samples: int | None = None, seed: int = 0) -> np.ndarray:
@@ -124,8 +200,8 @@ class VAE(TorchModel):
             std = torch.exp(0.5 * log_var)
             noise = torch.randn((k, *mean.shape), generator=generator, device=self.device)
             codes = mean + std * noise  # (k, B, D)
-            logits = self.module.decode(codes.reshape(-1, codes.shape[-1]))
             targets = chunk.repeat(k, 1, 1)
+            logits = self.module.logits(codes.reshape(-1, codes.shape[-1]), targets)
             log_px = -F.cross_entropy(logits, targets, reduction="none").sum(dim=(1, 2)).reshape(k, -1)
             log_pz = (-0.5 * codes.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
             log_qz = (-0.5 * noise.pow(2) - 0.5 * math.log(2 * math.pi) - 0.5 * log_var).sum(-1)
@@ -140,12 +216,37 @@ class VAE(TorchModel):
         return mean.cpu().numpy()
 
     @torch.no_grad()
-    def decode(self, codes: np.ndarray) -> np.ndarray:
-        """The most likely color of every pixel given each code, (n, S, S) uint8."""
+    def decode(self, codes: np.ndarray, seed: int = 0) -> np.ndarray:
+        """A sprite for each code, (n, S, S) uint8. PixelCNN: drawn pixel by pixel with the same random numbers
+        (from ``seed``) for every code, so that sprites differ only through their codes, as the latent grid needs;
+        factorized: each pixel's most likely color."""
+        uniforms = torch.rand((1, self.size, self.size), generator=torch.Generator().manual_seed(seed))
+        return self._decode(codes, uniforms.expand(len(codes), -1, -1))
+
+    @torch.no_grad()
+    def _decode(self, codes: np.ndarray, uniforms: torch.Tensor) -> np.ndarray:
         self.module.eval()
-        logits = self.module.decode(torch.as_tensor(codes, dtype=torch.float32, device=self.device))
-        return logits.argmax(dim=1).cpu().numpy().astype(np.uint8)
+        codes_t = torch.as_tensor(codes, dtype=torch.float32, device=self.device)
+        if not self.module.autoregressive:
+            return self.module.logits(codes_t, None).argmax(dim=1).cpu().numpy().astype(np.uint8)
+        return self._draw(self.module.features(codes_t), uniforms.to(self.device)).cpu().numpy().astype(np.uint8)
+
+    def _draw(self, features: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+        """Raster-order sampling by inverse CDF of ``uniforms`` (n, S, S). Each step runs the head only on the
+        rows that reach the current one."""
+        head, size = self.module.head, self.size
+        canvas = torch.zeros((len(features), size, size), dtype=torch.long, device=features.device)
+        for row in range(size):
+            top = max(0, row - head.rows_seen)
+            window_features = features[:, :, top : row + 1]
+            for column in range(size):
+                logits = head(canvas[:, top : row + 1], window_features)[:, :, row - top, column]
+                cumulative = torch.softmax(logits / self.config.temperature, dim=1).cumsum(dim=1)
+                drawn = (cumulative < uniforms[:, row, column, None]).sum(dim=1)
+                canvas[:, row, column] = drawn.clamp(max=logits.shape[1] - 1)
+        return canvas
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         generator = torch.Generator().manual_seed(seed)
-        return self.decode(torch.randn((n, self.config.latent_dim), generator=generator).numpy())
+        codes = torch.randn((n, self.config.latent_dim), generator=generator).numpy()
+        return self._decode(codes, torch.rand((n, self.size, self.size), generator=generator))

@@ -31,7 +31,7 @@ from pokegen.artifacts import SpriteDataset
 from pokegen.errors import ParamsError
 from pokegen.params import EvaluateParams, LatentGridParams
 from pokegen.images import completion_picture, pairs_picture, palette_grid
-from pokegen.plugin import GenerativeModel, bits_per_pixel
+from pokegen.plugin import ACTIVE_CODE_NATS, GenerativeModel, bits_per_pixel
 from pokegen.stats import palette_js_divergence
 
 NEIGHBOUR_WEIGHT = 8.0  # so the two neighbour-agreement features count about as much as the 75 layout values
@@ -88,6 +88,11 @@ def likelihood_metrics(model: GenerativeModel, test: np.ndarray) -> dict | None:
     metrics = {"kind": model.likelihood, "bits_per_pixel": bits_per_pixel(-model.log_prob(test), pixels)}
     if "elbo" in model.capabilities():
         metrics["elbo_bits_per_pixel"] = bits_per_pixel(-model.elbo(test), pixels)
+    if "kl_per_dimension" in model.capabilities():  # posterior collapse, made visible
+        kl = np.asarray(model.kl_per_dimension(test), dtype=np.float64)
+        metrics["kl_nats_per_code_dim"] = [round(float(value), 4) for value in kl]
+        metrics["code_dims_in_use"] = int((kl > ACTIVE_CODE_NATS).sum())
+        metrics["code_dims"] = len(kl)
     return metrics
 
 

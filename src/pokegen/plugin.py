@@ -23,6 +23,7 @@ Optional capabilities, found by name and used by evaluation when present:
     complete(images, mask, seed)        fill the pixels where mask is True
     conditional_log_prob(images, mask)  log p(pixels under mask | the others), nats, exact (n,) float64
     elbo(images) -> (n,) float64        the evidence lower bound in nats, beside a tighter bound in log_prob
+    kl_per_dimension(images) -> (d,)    mean KL of each code dimension in nats (~0: collapsed to the prior)
     encode(images) / decode(codes)      a latent space
 
 Torch models subclass TorchModel instead: they supply ``module``, ``optimizers`` and
@@ -42,7 +43,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-CAPABILITIES = ("log_prob", "elbo", "complete", "conditional_log_prob", "encode", "decode")
+CAPABILITIES = ("log_prob", "elbo", "kl_per_dimension", "complete", "conditional_log_prob", "encode", "decode")
+ACTIVE_CODE_NATS = 0.01  # a code dimension whose mean KL is below this carries (almost) nothing: collapsed
 
 
 def bits_per_pixel(nats_per_image: Any, pixels: int) -> float:

@@ -73,7 +73,7 @@ def metrics_table(entries: list[Entry], covers: list[float]) -> Table:
     headers = ["model", "likelihood", "test bits/pixel", "ELBO bits/pixel"]
     for cover in covers:
         headers += [f"completion {cover:.0%} accuracy", f"completion {cover:.0%} bits/pixel"]
-    headers += ["exact copies", "near copies", "C_T", "palette JS", "precision", "recall", "density", "coverage", "C2ST accuracy"]
+    headers += ["exact copies", "near copies", "C_T", "palette JS", "precision", "recall", "density", "coverage", "C2ST accuracy", "code dims in use"]
     rows = []
     for entry in entries:
         m = entry.metrics
@@ -82,6 +82,8 @@ def metrics_table(entries: list[Entry], covers: list[float]) -> Table:
             row += [_number(_get(m, "completion", cover_key(cover), "accuracy")), _number(_get(m, "completion", cover_key(cover), "bits_per_pixel"))]
         row += [_number(_get(m, "novelty", key)) for key in ("samples_exact_copies", "samples_near_copies", "data_copying_ct")]
         row += [_number(_get(m, "distribution", key)) for key in ("palette_js", "precision", "recall", "density", "coverage", "c2st_accuracy")]
+        in_use, dims = _get(m, "likelihood", "code_dims_in_use"), _get(m, "likelihood", "code_dims")
+        row.append(MISSING if in_use is None else f"{in_use} of {dims}")
         rows.append(row)
     return Table(headers, rows)
 

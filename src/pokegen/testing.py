@@ -156,6 +156,11 @@ def model_checks(plugin: type[GenerativeModel], config: dict[str, Any] | None = 
         _check(np.ndim(codes) == 2 and len(codes) == len(subject.val), "encode", f"codes shape {np.shape(codes)}, expected (n, dims)")
         _check(decoded.shape == subject.val.shape and decoded.dtype == np.uint8, "decode", f"decode gave {decoded.shape} {decoded.dtype}")
 
+    def kl_per_dimension() -> None:
+        kl = np.asarray(subject.model.kl_per_dimension(subject.val))
+        _check(kl.ndim == 1 and len(kl) >= 1, "kl_per_dimension", f"shape {kl.shape}, expected (code dims,)")
+        _check(bool(np.all(np.isfinite(kl))) and bool(np.all(kl >= -1e-6)), "kl_per_dimension", "a KL is finite and >= 0")
+
     def save_load() -> None:
         model = subject.model
         with tempfile.TemporaryDirectory() as folder:
@@ -166,7 +171,7 @@ def model_checks(plugin: type[GenerativeModel], config: dict[str, Any] | None = 
             if "log_prob" in capabilities:
                 _check(np.allclose(loaded.log_prob(subject.val), model.log_prob(subject.val)), "save/load", "the reloaded model scores differently")
 
-    optional = {"log_prob": log_prob, "elbo": elbo, "complete": complete, "conditional_log_prob": conditional_log_prob, "encode": encode_decode}
+    optional = {"log_prob": log_prob, "elbo": elbo, "kl_per_dimension": kl_per_dimension, "complete": complete, "conditional_log_prob": conditional_log_prob, "encode": encode_decode}
     checks = [Check("declaration", declaration), Check("fit", fit), Check("sample", sample), Check("seeding", seeding)]
     checks += [Check("encode/decode" if name == "encode" else name, run) for name, run in optional.items() if name in capabilities]
     return checks + [Check("save/load", save_load)]
