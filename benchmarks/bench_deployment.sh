@@ -22,7 +22,7 @@ trap 'kill -INT "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT 
 mkdir "$tmp/work" && tar --exclude=./.venv --exclude='*.egg-info' -cf - . | tar -xf - -C "$tmp/work"
 cd "$tmp/work"
 git init -q --bare --initial-branch main "$tmp/origin.git"
-git add -A && git commit -qm "bench: every output recorded" && git branch -M main
+git checkout -q -B main && git add -A && git commit -qm "bench: every output recorded"
 git remote remove origin 2>/dev/null || true
 git remote add origin "$tmp/origin.git" && git push -q origin main
 dvc remote add -q -d -f bench "$tmp/dvc-remote" && git commit -qam "bench remote" && git push -q origin main

@@ -36,6 +36,12 @@ REMOTE = "origin"  # the remote a clone (Prefect's git_clone step included) call
 GIT_TOKEN = "POKEGEN_GIT_TOKEN"  # a token for https remotes: the worker's environment, or deployment.secrets
 PUSH_TRIES = 3
 SOURCE_TRAILER = "Source-Commit"
+FALLBACK_IDENTITY = {
+    "GIT_AUTHOR_NAME": "pokegen",
+    "GIT_AUTHOR_EMAIL": "pokegen@localhost",
+    "GIT_COMMITTER_NAME": "pokegen",
+    "GIT_COMMITTER_EMAIL": "pokegen@localhost",
+}
 
 
 class RecordError(PokegenError):
@@ -181,12 +187,8 @@ class ResultsBranch:
         parents = [self.base] if self.base else []
         if self.base is None or self._source_of(self.base) != self.source:
             parents.append(self.source)  # a new source commit: the run's code and params are in its history
-        identity = {}
-        if self._git("config", "user.email", check=False).strip() == "":
-            identity = {name: value for name, value in (
-                ("GIT_AUTHOR_NAME", "pokegen"), ("GIT_AUTHOR_EMAIL", "pokegen@localhost"),
-                ("GIT_COMMITTER_NAME", "pokegen"), ("GIT_COMMITTER_EMAIL", "pokegen@localhost"),
-            )}  # fmt: skip
+        configured = self._git("config", "user.email", check=False).strip() != ""
+        identity = {} if configured else FALLBACK_IDENTITY  # a worker with no git identity of its own
         body = f"{message}\n\n{SOURCE_TRAILER}: {self.source}\n"
         arguments = [argument for parent in parents for argument in ("-p", parent)]
         return self._git("commit-tree", tree, *arguments, "-m", body, env=identity).strip()

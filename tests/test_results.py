@@ -190,3 +190,16 @@ def test_an_https_clone_takes_its_token_on_the_worker_never_in_the_deployment() 
         "repository": "git@git.example.org:team/pokegen.git",
         "branch": "main",
     }, "ssh: the worker's own keys"
+
+
+def test_a_worker_without_a_git_identity_still_records(origin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    work = clone(origin, tmp_path / "work")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "no-gitconfig"))  # nobody configured user.name/email
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for name in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL"):
+        monkeypatch.delenv(name, raising=False)
+    branch = ResultsBranch(work, RESULTS)
+    branch.start([METRICS])
+    a_run(work, "lock: anonymous\n", 2.4)
+    recorded = branch.push(branch.commit([METRICS], "run"))
+    assert git(origin, "log", "-1", "--format=%an <%ae>", recorded) == "pokegen <pokegen@localhost>"
