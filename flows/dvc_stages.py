@@ -1,7 +1,8 @@
 """Run a dvc.yaml stage's body in this process and record it exactly as `dvc repro` would.
 
 `dvc repro` does, per stage: skip if unchanged; remove non-persistent outputs; restore them
-from the run cache when a run with the same inputs was saved there, else run the command; save deps and outs (hashes, run cache); commit outs to the cache; write dvc.lock.
+from the run cache when a run with the same inputs was saved there, else run the command; save
+deps and outs (hashes, run cache); commit outs to the cache; write dvc.lock.
 Here the command is a Prefect task instead of a subprocess; the other steps are DVC's own
 calls, so both doors leave the same dvc.lock and cache, and `dvc status` is clean after either.
 

@@ -168,41 +168,16 @@ def _start_from_last_record(branch: results.ResultsBranch, dvc: dvc_stages.Pipel
 
 
 def _record(branch: results.ResultsBranch, layout: Layout, specs: dict[str, ModelSpec], paths: list[str], limits) -> str | None:
-    """Commit and push what changed to the results branch, publish the figures against the previous recorded run,
-    then fail when they got worse than `deployment.regression` allows. Returns the commit pushed, if any."""
-    started_from = branch.base
-    figures = results.compare(layout.root, list(specs), started_from or branch.source)
-    problems = results.regressions(figures, limits)
-    headline = "; ".join(
-        f"{f.model} {f.label} {f.new:.3f}" for f in figures if f.new is not None and f.limit_key == "bits_per_pixel"
-    )
-    commit = branch.commit(paths, f"pokegen run {flow_run.name}: {headline or 'results'}")
-    refused: results.RecordError | None = None
-    if commit is not None:
-        try:
-            commit = branch.push(commit)
-            log.info("Recorded as %s on %s (%s).", commit[:12], branch.branch, results.without_credentials(branch.remote_url))
-        except results.RecordError as error:
-            refused = error
-    else:
-        log.info("Nothing changed since the last recorded run: nothing recorded.")
-    recorded = results.Recorded(None if refused else commit, started_from, branch.source, branch.branch)
-    pictures = {model: layout.root / "evaluation" / model / "pictures" / "samples.png" for model in specs}
+    """Record the run on the results branch (flows/results.py), publish its figures against the previous record,
+    then raise when the push was refused or the figures got worse than `deployment.regression` allows."""
+    outcome = results.record_run(branch, layout.root, list(specs), paths, limits, run_name=flow_run.name)
     create_markdown_artifact(
-        results.summary_markdown(figures, recorded, pictures, problems),
+        results.summary_markdown(outcome, {m: layout.evaluation_pictures(m) / "samples.png" for m in specs}),
         key=CHANGES_ARTIFACT,
         description="this run's figures against the previous recorded run",
     )
-    if refused is not None:
-        raise refused
-    if problems:
-        raise results.RegressionError(
-            "worse than the previous recorded run "
-            f"({started_from[:12] if started_from else '-'}) by more than deployment.regression allows: "
-            + "; ".join(problems)
-            + f". The run is recorded on {branch.branch} ({commit[:12] if commit else 'unchanged'}) for inspection."
-        )
-    return commit
+    outcome.raise_for_failure()
+    return outcome.recorded.commit
 
 
 # The run's one locked repository is its argument: nothing to hash for a cache key.

@@ -20,7 +20,7 @@ applies as to any branch. DVC experiments live under refs/exps, which git server
 from __future__ import annotations
 
 import base64
-import io
+import logging
 import os
 import re
 import subprocess
@@ -30,11 +30,13 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from pokegen.errors import PokegenError
+from pokegen.images import png_bytes
 from pokegen.params import RegressionLimits
 
 REMOTE = "origin"  # the remote a clone (Prefect's git_clone step included) calls the repository it came from
 GIT_TOKEN = "POKEGEN_GIT_TOKEN"  # a token for https remotes: the worker's environment, or deployment.secrets
 PUSH_TRIES = 3
+log = logging.getLogger("pokegen.flows.results")
 SOURCE_TRAILER = "Source-Commit"
 FALLBACK_IDENTITY = {
     "GIT_AUTHOR_NAME": "pokegen",
@@ -273,8 +275,52 @@ def _cell(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
-def summary_markdown(figures: Sequence[Figure], recorded: Recorded, pictures: dict[str, Path], problems: Sequence[str]) -> str:
+@dataclass(frozen=True)
+class RecordOutcome:
+    """What `record_run` did: the record, the figures against the previous one, what got worse, a refused push."""
+
+    recorded: Recorded
+    figures: list[Figure]
+    problems: list[str]
+    refused: RecordError | None = None
+
+    def raise_for_failure(self) -> None:
+        if self.refused is not None:
+            raise self.refused
+        if self.problems:
+            base, commit = self.recorded.base, self.recorded.commit
+            raise RegressionError(
+                f"worse than the previous recorded run ({base[:12] if base else '-'}) by more than "
+                f"deployment.regression allows: {'; '.join(self.problems)}. The run is recorded on "
+                f"{self.recorded.branch} ({commit[:12] if commit else 'unchanged'}) for inspection."
+            )
+
+
+def record_run(
+    branch: ResultsBranch, root: Path, models: Sequence[str], paths: list[str], limits: RegressionLimits, run_name: str
+) -> RecordOutcome:
+    """Compare the run with the previous record, commit what changed and push it. A refused push is kept in the
+    outcome, not raised, so that the caller can still report the figures."""
+    started_from = branch.base
+    figures = compare(root, models, started_from or branch.source)
+    problems = regressions(figures, limits)
+    headline = "; ".join(f"{f.model} {f.label} {f.new:.3f}" for f in figures if f.new is not None and f.limit_key == "bits_per_pixel")
+    commit = branch.commit(paths, f"pokegen run {run_name}: {headline or 'results'}")
+    refused = None
+    if commit is None:
+        log.info("Nothing changed since the last recorded run: nothing recorded.")
+    else:
+        try:
+            commit = branch.push(commit)
+            log.info("Recorded as %s on %s (%s).", commit[:12], branch.branch, without_credentials(branch.remote_url))
+        except RecordError as error:
+            commit, refused = None, error
+    return RecordOutcome(Recorded(commit, started_from, branch.source, branch.branch), figures, problems, refused)
+
+
+def summary_markdown(outcome: RecordOutcome, pictures: dict[str, Path]) -> str:
     """The run's Prefect artifact: its figures against the previous recorded run, and each model's samples."""
+    recorded, figures, problems = outcome.recorded, outcome.figures, outcome.problems
     base = f"the previous recorded run ({recorded.base[:12]})" if recorded.base else f"{recorded.source[:12]} (no recorded run yet)"
     lines = [f"# pokegen: this run against {base}", ""]
     if recorded.commit:
@@ -301,6 +347,4 @@ def _png_base64(path: Path, width: int = 320) -> str:
     with Image.open(path) as image:
         if image.width > width:
             image = image.resize((width, round(image.height * width / image.width)), Image.Resampling.NEAREST)
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", optimize=True)
-    return base64.b64encode(buffer.getvalue()).decode()
+        return base64.b64encode(png_bytes(image)).decode()

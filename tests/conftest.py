@@ -402,6 +402,15 @@ def set_param(repo: Path, dotted: str, value: object) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+# Who commits in tests that run git commands as a user would (a CI machine may have no git identity).
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Ash",
+    "GIT_AUTHOR_EMAIL": "ash@example.com",
+    "GIT_COMMITTER_NAME": "Ash",
+    "GIT_COMMITTER_EMAIL": "ash@example.com",
+}
+
+
 def stages_run(dvc_output: str) -> list[str]:
     """The stages a `dvc repro` (or `dvc exp run`) ran, in order, read from what it printed."""
     return [line.split("'")[1] for line in dvc_output.splitlines() if line.startswith("Running stage '")]

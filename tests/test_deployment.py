@@ -24,6 +24,7 @@ import httpx
 import pytest
 import yaml
 from conftest import (
+    GIT_IDENTITY,
     REPO_ROOT,
     answers,
     background,
@@ -53,13 +54,6 @@ RESULTS = "pokegen-results"
 # What the README's commands name, replaced by this test's own origin and DVC remote.
 README_ORIGIN = "git@git.example.org:team/pokegen.git"
 README_DVC_REMOTE = "s3://my-bucket/pokegen"
-# Who commits in the README's commands (a CI machine may have no git identity).
-IDENTITY = {
-    "GIT_AUTHOR_NAME": "Ash",
-    "GIT_AUTHOR_EMAIL": "ash@example.com",
-    "GIT_COMMITTER_NAME": "Ash",
-    "GIT_COMMITTER_EMAIL": "ash@example.com",
-}
 
 
 def readme_block(first_command: str) -> list[list[str]]:
@@ -164,7 +158,7 @@ class Team:
         return run(["git", "--git-dir", str(self.origin), "show", f"{commit}:{path}"], self.dev).stdout
 
     def commit_and_push(self, message: str) -> None:
-        run(["git", "commit", "-qam", message], self.dev, env=IDENTITY)
+        run(["git", "commit", "-qam", message], self.dev, env=GIT_IDENTITY)
         run(["git", "push", "-q", "origin", "main"], self.dev)
 
 
@@ -183,7 +177,7 @@ def deploy_by_the_readme(base: Path, prefect_server: PrefectServer) -> tuple[Tea
             continue  # the fixtures' own, on the test's port
         if command[:2] == ["prefect", "config"]:
             continue  # the test's clients get PREFECT_API_URL from the fixture (no profile of the developer's touched)
-        registered += run(command, dev, env={**prefect_server.env, **IDENTITY}).stdout
+        registered += run(command, dev, env={**prefect_server.env, **GIT_IDENTITY}).stdout
     return Team(origin, dvc_remote, dev), registered
 
 

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, closed_port_url, free_port, run  # noqa: F401 - closed_port_url is a fixture
+from conftest import GIT_IDENTITY, REPO_ROOT, free_port, run
 
 from pokegen.errors import ParamsError
 from pokegen.flows.deployment import CODE_FOLDERS, WorkerCodeError, check_worker_code, code_differences
@@ -24,7 +24,6 @@ from pokegen.params import RegressionLimits, parse_params
 
 RESULTS = "pokegen-results"
 METRICS = "evaluation/pixelrnn/metrics.json"
-IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
 
 
 @pytest.fixture
@@ -36,7 +35,7 @@ def origin(tmp_path: Path) -> Path:
     (seed / "params.yaml").write_text("models: {}\n")
     run(["git", "init", "-q", "--initial-branch", "main"], seed)
     run(["git", "add", "-A"], seed)
-    run(["git", "commit", "-qm", "main"], seed, env=IDENTITY)
+    run(["git", "commit", "-qm", "main"], seed, env=GIT_IDENTITY)
     bare = tmp_path / "origin.git"
     run(["git", "clone", "-q", "--bare", str(seed), str(bare)], tmp_path)
     return bare
