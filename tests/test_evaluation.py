@@ -158,15 +158,15 @@ def test_completion_is_scored_on_the_covered_rows_and_skipped_without_complete()
     train, test = data[:50], data[50:]
     baseline = FrequencyBaseline(FrequencyConfig(per_position=True), 6, 8)
     baseline.fit(train, test)
-    metrics, completed = completion_metrics(baseline, test, [0.5, 0.75], seed=0)
+    metrics, completed = completion_metrics(baseline, test, EvaluateParams(covers=[0.5, 0.75], seed=0))
     mask = cover_mask(len(test), 8, 0.75)
     assert mask[0].sum() == 6 * 8 and mask[0, 2:].all() and not mask[0, :2].any(), "the lower 75% of rows"
-    assert np.array_equal(completed[0.75][~mask], test[~mask]), "the visible part is kept"
-    assert metrics["cover_75"]["accuracy"] == pytest.approx((completed[0.75][mask] == test[mask]).mean())
+    assert np.array_equal(completed["cover_75"][~mask], test[~mask]), "the visible part is kept"
+    assert metrics["cover_75"]["accuracy"] == pytest.approx((completed["cover_75"][mask] == test[mask]).mean())
     expected_bits = -baseline.conditional_log_prob(test, mask).mean() / (48 * math.log(2))
     assert metrics["cover_75"]["bits_per_pixel"] == pytest.approx(expected_bits)
-    assert set(metrics) == {"cover_50", "cover_75"}
-    assert completion_metrics(_Fixed(6, 8), test, [0.5], seed=0) == ({}, {}), "no complete(): skipped, not faked"
+    assert set(metrics) == {"cover_50", "cover_75"}, "a model that fills only the lower rows is not asked for evaluate.masks"
+    assert completion_metrics(_Fixed(6, 8), test, EvaluateParams(covers=[0.5])) == ({}, {}), "no complete(): skipped, not faked"
 
 
 def test_latent_grid_codes_sweep_two_dims_and_fix_the_rest() -> None:
@@ -187,13 +187,14 @@ TINY_MODELS = {
     "pixelrnn": {"hidden": 16, "train": {"epochs": 2, "batch_size": 16}},
     "vae": {"channels": 8, "embed": 4, "head_channels": 8, "iw_samples": 4, "train": {"epochs": 2, "batch_size": 16}},
     "gan": {"channels": 8, "latent_dim": 8, "train": {"epochs": 1, "batch_size": 16}},
+    "transformer": {"width": 16, "layers": 1, "heads": 2, "completion_candidates": 2, "train": {"epochs": 2, "batch_size": 16}},
 }
 EVALUATE = {"samples": 24, "grid": 9, "completion_rows": 3, "scale": 3, "nearest_k": 3, "latent_grid": {"steps": 4}}
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with a small data set (12x12 sprites, 6 colors) and the three built-ins trained on it."""
+    """A folder with a small data set (10x10 sprites, 6 colors) and the four built-ins trained on it."""
     repo = tmp_path_factory.mktemp("trained")
     data = toy_sprites(count=64, colors=6, size=10)
     palette = np.array([[255, 255, 255], [200, 40, 40], [40, 160, 40], [40, 40, 200], [240, 200, 0], [20, 20, 20]], dtype=np.uint8)
@@ -224,11 +225,13 @@ def test_evaluate_writes_metrics_and_pictures_of_the_right_size_in_palette_color
         "pixelrnn": ["completion.png", "nearest.png", "samples.png"],
         "vae": ["latent_grid.png", "nearest.png", "samples.png"],
         "gan": ["nearest.png", "samples.png"],
+        "transformer": ["completion.png", "nearest.png", "samples.png"],
     }, "pictures follow each model's capabilities"
     cell = 10 * 3 + 1  # sprite pixels x scale + the 1-pixel gutter
     sizes = {
         ("pixelrnn", "samples.png"): (3 * cell + 1, 3 * cell + 1),  # 9 sprites, 3 columns
-        ("pixelrnn", "completion.png"): (5 * cell + 1, 3 * cell + 1),  # real + 2 covers x (covered, completed); 3 rows
+        # real + (2 covers, then left, centre, scattered) x (covered, completed); 3 rows
+        ("pixelrnn", "completion.png"): (11 * cell + 1, 3 * cell + 1),
         ("pixelrnn", "nearest.png"): (8 * cell + 1, 4 * cell + 1),  # 16 pairs, four a row
         ("vae", "latent_grid.png"): (4 * cell + 1, 4 * cell + 1),
     }
@@ -240,8 +243,11 @@ def test_evaluate_writes_metrics_and_pictures_of_the_right_size_in_palette_color
             assert _palette_only(picture, palette, extra) == set(), f"{picture} holds colors outside the palette"
 
     pixelrnn = json.loads(layout.evaluation_metrics("pixelrnn").read_text())
-    assert pixelrnn["likelihood"]["kind"] == "exact" and set(pixelrnn["completion"]) == {"cover_50", "cover_75"}
+    filled = {"cover_50", "cover_75", "mask_left", "mask_centre", "mask_scattered"}
+    assert pixelrnn["likelihood"]["kind"] == "exact" and set(pixelrnn["completion"]) == filled, "it fills any mask"
     assert "bits_per_pixel" in pixelrnn["completion"]["cover_50"], "an exact conditional likelihood is scored"
+    assert "bits_per_pixel" not in pixelrnn["completion"]["mask_left"], "none is claimed where it would not be exact"
+    assert pixelrnn["completion"]["mask_centre"]["covered_pixels"] == 5 * 5, "the central square of half the side"
     vae = json.loads(layout.evaluation_metrics("vae").read_text())
     assert vae["likelihood"]["kind"] == "bound" and vae["likelihood"]["elbo_bits_per_pixel"] > 0, "the bound and the ELBO, labelled"
     kl = vae["likelihood"]["kl_nats_per_code_dim"]  # posterior collapse, visible: one KL per code dimension
@@ -350,6 +356,10 @@ def test_the_report_lists_every_model_and_baselines_and_its_images_load_in_a_bro
     assert by_name["vae"][header.index("C2ST accuracy")] == f"{vae['distribution']['c2st_accuracy']:.3f}"
     assert by_name["vae"][header.index("code dims in use")] == f"{vae['likelihood']['code_dims_in_use']} of 10"
     assert by_name["gan"][header.index("code dims in use")] == "—", "no code to collapse"
+    transformer = json.loads(layout.evaluation_metrics("transformer").read_text())
+    for shape in ("left", "centre", "scattered"):  # any mask: the raster models fill it, the others show none
+        assert by_name["transformer"][header.index(f"fill {shape} accuracy")] == f"{transformer['completion'][f'mask_{shape}']['accuracy']:.3f}"
+        assert by_name["vae"][header.index(f"fill {shape} accuracy")] == "—"
 
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
     assert all((layout.reports_dir / path).is_file() for path in linked), "the markdown's images lie beside it"
@@ -358,7 +368,7 @@ def test_the_report_lists_every_model_and_baselines_and_its_images_load_in_a_bro
     real = np.asarray(Image.open(layout.reports_dir / glance[0]).convert("RGB"))
     samples = np.asarray(Image.open(layout.reports_dir / "images/vae-samples.png").convert("RGB"))
     assert real.shape == samples.shape, "the real sprites and every sample grid at one scale"
-    assert len(linked) == 8 + len(glance)
+    assert len(linked) == 11 + len(glance), "pixelrnn 3, vae 3, gan 2, transformer 3 pictures"
     page = layout.reports_dir / "index.html"
     text = html.unescape(page.read_text())
     assert "<h2>Params used</h2>" in text and '"latent_dim": 10' in text, "the params used, plugin defaults resolved"

@@ -21,6 +21,7 @@ from pokegen.layout import Layout
 from pokegen.plugin import FitContext, TrainSettings
 from pokegen.plugins.gan import GAN, GANConfig
 from pokegen.plugins.pixelrnn import PixelRNN, PixelRNNConfig
+from pokegen.plugins.transformer import SpriteTransformer, TransformerConfig
 from pokegen.plugins.vae import VAE, VAEConfig
 from pokegen.registry import discover
 from pokegen.testing import check_model, model_checks, toy_sprites
@@ -29,10 +30,11 @@ TINY = {
     "pixelrnn": {"hidden": 16},
     "vae": {"channels": 8, "embed": 4, "head_channels": 8, "iw_samples": 4},
     "gan": {"channels": 8, "latent_dim": 8},
+    "transformer": {"width": 16, "layers": 1, "heads": 2, "completion_candidates": 2},
 }
 
 
-BUILT_IN_CHECKS = [(plugin, check) for plugin in (PixelRNN, VAE, GAN) for check in model_checks(plugin, TINY[plugin.name])]
+BUILT_IN_CHECKS = [(plugin, check) for plugin in (PixelRNN, VAE, GAN, SpriteTransformer) for check in model_checks(plugin, TINY[plugin.name])]
 # The lecture's VAE decoder (each pixel on its own) stays a choice: it keeps the contract too.
 BUILT_IN_CHECKS += [(VAE, check) for check in model_checks(VAE, {**TINY["vae"], "decoder": "factorized"})]
 
@@ -42,7 +44,7 @@ def test_the_built_ins_keep_the_contract(plugin, check) -> None:
     check()
 
 
-@pytest.mark.parametrize("plugin", [PixelRNN, VAE, GAN], ids=lambda p: p.name)
+@pytest.mark.parametrize("plugin", [PixelRNN, VAE, GAN, SpriteTransformer], ids=lambda p: p.name)
 def test_every_declared_capability_has_its_own_check(plugin) -> None:
     names = [check.name for check in model_checks(plugin, TINY[plugin.name])]
     assert {"declaration", "fit", "sample", "seeding", "save/load"} <= set(names)
@@ -85,8 +87,9 @@ def test_the_kit_lists_every_broken_check_not_only_the_first() -> None:
         (PixelRNN, PixelRNNConfig(hidden=32, dropout=0.0), "train_loss"),
         (VAE, VAEConfig(channels=8, embed=4), "train_loss"),
         (GAN, GANConfig(channels=16, latent_dim=8, critic_steps=2), "train_critic_loss"),
+        (SpriteTransformer, TransformerConfig(width=16, layers=1, heads=2, dropout=0.0), "train_loss"),
     ],
-    ids=["pixelrnn", "vae", "gan"],
+    ids=["pixelrnn", "vae", "gan", "transformer"],
 )
 def test_a_tiny_config_learns(plugin, config, loss: str) -> None:
     data = toy_sprites(count=64)
@@ -120,9 +123,11 @@ def test_pixelrnn_samples_with_temperature_and_completes_the_lower_half() -> Non
     completed = model.complete(images, mask, seed=0)
     assert np.array_equal(completed[:, :3], images[:, :3])
     holes = np.zeros(images.shape, dtype=bool)
-    holes[:, 1, 1] = True  # not a raster suffix
-    with pytest.raises(ValueError, match="raster suffix"):
-        model.complete(images, holes)
+    holes[:, 1, 1] = holes[:, 4, 2] = True  # not a raster suffix: filled all the same, the rest kept
+    filled = model.complete(images, holes, seed=0)
+    assert np.array_equal(filled[~holes], images[~holes]) and filled.max() < 10
+    with pytest.raises(ValueError, match="raster suffix"):  # but no exact conditional likelihood is claimed for it
+        model.conditional_log_prob(images, holes)
 
 
 def test_vae_bounds_are_ordered_and_codes_have_the_lectures_size() -> None:
@@ -216,14 +221,16 @@ def test_broken_plugins_are_listed_with_their_error_and_the_others_still_load(tm
     listing = run(["pokegen", "models"], tmp_path, env=env).stdout
     assert "ghost" in listing and "ModuleNotFoundError" in listing
     assert "loose" in listing and "must be a pydantic BaseModel" in listing
-    for name in ("pixelrnn", "vae", "gan"):
+    for name in ("pixelrnn", "vae", "gan", "transformer"):
         assert any(line.split("│")[1].strip() == name and "ok" in line for line in listing.splitlines() if "│" in line)
 
 
 def test_the_listing_shows_distribution_version_capabilities_and_resources() -> None:
     found = {info.name: info for info in discover()}
-    assert {"pixelrnn", "vae", "gan"} <= set(found)
-    assert found["pixelrnn"].distribution == "pokegen" and found["pixelrnn"].capabilities == ["log_prob", "complete", "conditional_log_prob"]
+    assert {"pixelrnn", "vae", "gan", "transformer"} <= set(found)
+    for raster in ("pixelrnn", "transformer"):
+        assert found[raster].distribution == "pokegen" and found[raster].capabilities == ["log_prob", "complete", "conditional_log_prob"]
+        assert found[raster].plugin.likelihood == "exact" and found[raster].plugin.completes_any_mask
     assert found["vae"].capabilities == ["log_prob", "elbo", "kl_per_dimension", "encode", "decode"] and found["vae"].plugin.likelihood == "bound"
     assert found["gan"].capabilities == [] and found["gan"].plugin.likelihood is None
     listing = run(["pokegen", "models"], REPO_ROOT).stdout
@@ -237,7 +244,7 @@ def test_an_unknown_model_fails_validation_with_the_known_ones(tmp_path: Path) -
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = run(["pokegen", "params", "check"], tmp_path, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "no model plugin named 'vea'" in result.stderr and "known: gan, pixelrnn, vae" in result.stderr
+    assert "no model plugin named 'vea'" in result.stderr and "known: gan, pixelrnn, transformer, vae" in result.stderr
     assert "models.pixelrnn.hiden: unknown key (did you mean 'hidden'?)" in result.stderr
 
 

@@ -219,7 +219,7 @@ def complete(
         sprites = _user_sprite(image, params, dataset.palette) if image else dataset.splits["test"][:n]
         mask = cover_mask(len(sprites), sprites.shape[1], cover)
         completed = model.complete(sprites, mask, seed=seed)
-        _save_picture(completion_picture(sprites, {cover: completed}, {cover: mask}, dataset.palette, scale=scale), output)
+        _save_picture(completion_picture(sprites, {"cover": completed}, {"cover": mask}, dataset.palette, scale=scale), output)
     except PokegenError as error:
         _fail(error)
 

@@ -68,6 +68,41 @@ def cover_key(cover: float) -> str:
     return f"cover_{round(cover * 100)}"
 
 
+MASK_SHAPES = ("left", "centre", "scattered")  # evaluate.masks: what only a model that fills any mask can complete
+SCATTERED_SHARE = 0.5
+
+
+def shape_mask(shape: str, count: int, size: int, seed: int) -> np.ndarray:
+    """(count, S, S) True where ``shape`` covers: the left half, the central square of half the side, or a seeded
+    half of the pixels scattered at random (a different scatter per sprite)."""
+    mask = np.zeros((count, size, size), dtype=bool)
+    half, quarter = size // 2, size // 4
+    if shape == "left":
+        mask[:, :, :half] = True
+    elif shape == "centre":
+        mask[:, quarter : quarter + half, quarter : quarter + half] = True
+    elif shape == "scattered":
+        mask[:] = np.random.default_rng(seed).random((count, size, size)) < SCATTERED_SHARE
+    else:
+        raise ValueError(f"unknown mask shape {shape!r}; one of {', '.join(MASK_SHAPES)}")
+    return mask
+
+
+def mask_key(shape: str) -> str:
+    return f"mask_{shape}"
+
+
+def completion_masks(model: GenerativeModel, count: int, size: int, settings: EvaluateParams) -> dict[str, np.ndarray]:
+    """metrics key -> mask of every completion this model is asked for: the lecture's covers of the lower rows,
+    then evaluate.masks where the model fills any mask; none without ``complete``."""
+    if "complete" not in model.capabilities():
+        return {}
+    masks = {cover_key(cover): cover_mask(count, size, cover) for cover in settings.covers}
+    if model.completes_any_mask:
+        masks |= {mask_key(shape): shape_mask(shape, count, size, settings.seed) for shape in settings.masks}
+    return masks
+
+
 def nearest_hamming(queries: np.ndarray, reference: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """For each query image, the index of its nearest reference image and the share of pixels they differ in."""
     flat_q = queries.reshape(len(queries), -1)
@@ -96,18 +131,15 @@ def likelihood_metrics(model: GenerativeModel, test: np.ndarray) -> dict | None:
     return metrics
 
 
-def completion_metrics(model: GenerativeModel, test: np.ndarray, covers: list[float], seed: int) -> tuple[dict, dict[float, np.ndarray]]:
-    """Accuracy (and bits/pixel, where the model has a conditional likelihood) of the filled-in lower part."""
-    if "complete" not in model.capabilities():
-        return {}, {}
+def completion_metrics(model: GenerativeModel, test: np.ndarray, settings: EvaluateParams) -> tuple[dict, dict[str, np.ndarray]]:
+    """Per completion_masks key: accuracy of the filled-in pixels (and their bits/pixel given the rest, where the
+    model has an exact conditional likelihood for that mask); and the completed sprites."""
     metrics, completed = {}, {}
-    for cover in covers:
-        mask = cover_mask(len(test), test.shape[1], cover)
-        completed[cover] = model.complete(test, mask, seed=seed)
-        row = {"covered_pixels": int(mask[0].sum()), "accuracy": float((completed[cover][mask] == test[mask]).mean())}
-        if "conditional_log_prob" in model.capabilities():
-            row["bits_per_pixel"] = bits_per_pixel(-model.conditional_log_prob(test, mask), int(mask[0].sum()))
-        metrics[cover_key(cover)] = row
+    for key, mask in completion_masks(model, len(test), test.shape[1], settings).items():
+        completed[key] = model.complete(test, mask, seed=settings.seed)
+        metrics[key] = {"covered_pixels": int(mask.sum()) // len(test), "accuracy": float((completed[key][mask] == test[mask]).mean())}
+        if "conditional_log_prob" in model.capabilities() and key.startswith("cover_"):
+            metrics[key]["bits_per_pixel"] = bits_per_pixel(-model.conditional_log_prob(test, mask), int(mask[0].sum()))
     return metrics, completed
 
 
@@ -217,7 +249,7 @@ class Evaluation:
     metrics: dict  # JSON-ready, the same for the same seed
     samples: np.ndarray  # (samples, S, S)
     nearest_train: np.ndarray  # each sample's nearest training sprite
-    completions: dict[float, np.ndarray]  # cover -> completed test sprites
+    completions: dict[str, np.ndarray]  # completion_masks key -> completed test sprites
     sprites_per_second: float  # sampling throughput on this machine (kept out of metrics: it varies)
 
 
@@ -228,7 +260,7 @@ def evaluate(model: GenerativeModel, dataset: SpriteDataset, settings: EvaluateP
     samples = model.sample(settings.samples, seed=settings.seed)
     sprites_per_second = len(samples) / max(time.perf_counter() - started, 1e-9)
     metrics: dict = {"capabilities": model.capabilities(), "likelihood": likelihood_metrics(model, test)}
-    metrics["completion"], completions = completion_metrics(model, test, settings.covers, settings.seed)
+    metrics["completion"], completions = completion_metrics(model, test, settings)
     metrics["novelty"], nearest = novelty_metrics(samples, train, test, palette, settings)
     metrics["distribution"] = distribution_metrics(samples, test, palette, settings.nearest_k)
     held_out = np.concatenate([test, dataset.splits["val"]])  # every real sprite no model trained on
@@ -261,8 +293,8 @@ def pictures(model: GenerativeModel, result: Evaluation, dataset: SpriteDataset,
     drawn = {"samples.png": palette_grid(grid, palette, columns=int(np.ceil(np.sqrt(len(grid)))), scale=scale)}
     if result.completions:
         shown = min(settings.completion_rows, len(test))
-        masks = {cover: cover_mask(shown, test.shape[1], cover) for cover in result.completions}
-        completed = {cover: images[:shown] for cover, images in result.completions.items()}
+        masks = {key: mask[:shown] for key, mask in completion_masks(model, len(test), test.shape[1], settings).items()}
+        completed = {key: images[:shown] for key, images in result.completions.items()}
         drawn["completion.png"] = completion_picture(test[:shown], completed, masks, palette, scale=scale)
     pairs = min(NEAREST_PAIRS, len(result.samples))
     nearest = dataset.splits["train"][result.nearest_train[:pairs]]

@@ -34,15 +34,15 @@ def png_bytes(image: Image.Image) -> bytes:
 COVER_RGB = (128, 128, 128)  # the covered part of a sprite in completion pictures
 
 
-def completion_picture(originals: np.ndarray, completions: dict[float, np.ndarray], masks: dict[float, np.ndarray], palette: np.ndarray, *, scale: int) -> Image.Image:
-    """The lecture's rows: each sprite, then for every cover the covered sprite (gray) and its completion."""
+def completion_picture(originals: np.ndarray, completions: dict[str, np.ndarray], masks: dict[str, np.ndarray], palette: np.ndarray, *, scale: int) -> Image.Image:
+    """The lecture's rows: each sprite, then for every mask the covered sprite (gray) and its completion."""
     covered_index = len(palette)
     with_cover = np.vstack([palette, np.array([COVER_RGB], dtype=palette.dtype)])
     cells = []
     for i, original in enumerate(originals):
         cells.append(original)
-        for cover, completed in completions.items():
-            cells.append(np.where(masks[cover][i], covered_index, original))
+        for key, completed in completions.items():
+            cells.append(np.where(masks[key][i], covered_index, original))
             cells.append(completed[i])
     return palette_grid(np.stack(cells).astype(np.int64), with_cover, columns=1 + 2 * len(completions), scale=scale)
 

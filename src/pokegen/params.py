@@ -112,6 +112,9 @@ class EvaluateParams(StrictModel):
     seed: int = Field(0, ge=0)
     samples: int = Field(256, ge=16, le=4096, description="sprites each model draws for novelty, distribution and speed")
     covers: list[Annotated[float, Field(gt=0, lt=1)]] = Field([0.5, 0.75], min_length=1, description="covered lower share")
+    masks: list[Literal["left", "centre", "scattered"]] = Field(
+        ["left", "centre", "scattered"], description="shapes completed by models that fill any mask (completes_any_mask)"
+    )
     completion_rows: int = Field(8, ge=1, le=40, description="test sprites shown in the completion picture")
     grid: int = Field(64, ge=1, le=1024, description="sprites in the sample grid")
     scale: int = Field(4, ge=1, le=32, description="picture pixels per sprite pixel")
@@ -142,7 +145,7 @@ class RunnerParams(StrictModel):
 
 
 class PipelineParams(StrictModel):
-    models: list[str] = ["pixelrnn", "vae", "gan"]  # each gets train@NAME (and evaluate@NAME) in dvc.yaml
+    models: list[str] = ["pixelrnn", "vae", "gan", "transformer"]  # each gets train@NAME (and evaluate@NAME) in dvc.yaml
     runner: RunnerParams = RunnerParams()
 
     @model_validator(mode="after")

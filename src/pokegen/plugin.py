@@ -10,6 +10,7 @@ It declares:
     Config       a pydantic model of its own settings (unknown keys are errors)
     resources    Resources(gpus, cpus, memory_gb) its training task needs; users may override
     likelihood   "exact", "bound" or None: what log_prob returns, if it has one
+    completes_any_mask  True if complete fills any mask, not only the lower rows (evaluate.masks then shows it)
 
 and answers, for palette images of shape (n, size, size) with values < colors:
     __init__(config, colors, size)      build an untrained model (the core seeds torch first)
@@ -105,6 +106,7 @@ class GenerativeModel(ABC):
     Config: ClassVar[type[BaseModel]]
     resources: ClassVar[Resources] = Resources()
     likelihood: ClassVar[Literal["exact", "bound"] | None] = None
+    completes_any_mask: ClassVar[bool] = False  # complete() fills any mask, not only the lower rows
     train_defaults: ClassVar[dict[str, Any]] = {}  # the plugin's own defaults for TrainSettings (epochs, lr, ...)
     # The TrainSettings keys fit reads; params.yaml may set only these (and cpu_fallback). Not-torch models use few.
     train_settings: ClassVar[frozenset[str]] = frozenset({"epochs", "seed"})

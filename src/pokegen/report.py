@@ -12,13 +12,13 @@ import io
 import json
 from dataclasses import dataclass, field
 
-from pokegen.evaluation import FEATURE_SPACE, cover_key
+from pokegen.evaluation import FEATURE_SPACE, cover_key, mask_key
 from pokegen.plugin import ALWAYS_ACCEPTED
 
 IMAGES = "images"
 PICTURE_TITLES = {
     "samples": "Samples",
-    "completion": "Completion: real / covered / completed, per cover",
+    "completion": "Completion: real / covered / completed, per cover (then left half, centre, scattered: models that fill any mask)",
     "latent_grid": "Latent grid: two code dims swept, the rest fixed",
     "nearest": "Novelty: each sample next to its nearest training sprite",
 }
@@ -68,11 +68,12 @@ def _number(value) -> str:
     return MISSING if value is None else f"{value:.3f}"
 
 
-def metrics_table(entries: list[Entry], covers: list[float]) -> Table:
+def metrics_table(entries: list[Entry], covers: list[float], masks: list[str] = ()) -> Table:
     """Rows of figures as they appear in each evaluation/NAME/metrics.json, rounded to 3 decimals."""
     headers = ["model", "likelihood", "test bits/pixel", "ELBO bits/pixel"]
     for cover in covers:
         headers += [f"completion {cover:.0%} accuracy", f"completion {cover:.0%} bits/pixel"]
+    headers += [f"fill {shape} accuracy" for shape in masks]
     headers += ["exact copies", "near copies", "C_T", "palette JS", "precision", "recall", "density", "coverage", "C2ST accuracy", "code dims in use"]
     rows = []
     for entry in entries:
@@ -80,6 +81,7 @@ def metrics_table(entries: list[Entry], covers: list[float]) -> Table:
         row = [entry.name, _get(m, "likelihood", "kind") or "none", _number(_get(m, "likelihood", "bits_per_pixel")), _number(_get(m, "likelihood", "elbo_bits_per_pixel"))]
         for cover in covers:
             row += [_number(_get(m, "completion", cover_key(cover), "accuracy")), _number(_get(m, "completion", cover_key(cover), "bits_per_pixel"))]
+        row += [_number(_get(m, "completion", mask_key(shape), "accuracy")) for shape in masks]
         row += [_number(_get(m, "novelty", key)) for key in ("samples_exact_copies", "samples_near_copies", "data_copying_ct")]
         row += [_number(_get(m, "distribution", key)) for key in ("palette_js", "precision", "recall", "density", "coverage", "c2st_accuracy")]
         in_use, dims = _get(m, "likelihood", "code_dims_in_use"), _get(m, "likelihood", "code_dims")
@@ -134,7 +136,10 @@ NOTES = [
     ),
     (
         "Completion covers the lower rows of each test sprite; accuracy is per covered pixel, bits/pixel is that of the "
-        "true covered pixels given the rest, for models with an exact conditional likelihood."
+        "true covered pixels given the rest, for models with an exact conditional likelihood. Fill: the left half, the "
+        "central square, or half the pixels scattered, completed by the models that can fill any mask (none of the "
+        "lecture's could: a raster model draws a pixel only from those before it; pokegen's raster models weigh "
+        "several completions by how well they agree with the known pixels after them)."
     ),
     (
         "Exact / near copies: share of samples identical to, or within evaluate.near_copy of, a training sprite. "

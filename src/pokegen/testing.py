@@ -142,6 +142,12 @@ def model_checks(plugin: type[GenerativeModel], config: dict[str, Any] | None = 
         _check(completed.shape == subject.val.shape and completed.dtype == np.uint8, "complete", f"shape/dtype {completed.shape} {completed.dtype}")
         _check(np.array_equal(completed[~mask], subject.val[~mask]), "complete", "complete changed pixels outside the mask")
         _check(int(completed.max()) < colors, "complete", "completed pixels outside the palette")
+        if plugin.completes_any_mask:  # declared: then a mask that is not the lower rows must work as well
+            left = np.zeros_like(mask)
+            left[:, :, : size // 2] = True
+            filled = subject.model.complete(subject.val, left, seed=0)
+            _check(np.array_equal(filled[~left], subject.val[~left]), "complete", "completes_any_mask: filling the left half changed other pixels")
+            _check(filled.shape == subject.val.shape and int(filled.max()) < colors, "complete", "completes_any_mask: bad left-half completion")
 
     def conditional_log_prob() -> None:
         model, val, mask = subject.model, subject.val, subject.mask()

@@ -46,7 +46,7 @@ def run_report(params: Params, layout: Layout, specs: dict[str, ModelSpec]) -> r
         for label, (metrics, samples) in baseline_metrics(dataset, settings).items()
     ]
     ranked = report.best_first(entries + baselines)
-    table = report.metrics_table(ranked, settings.covers)
+    table = report.metrics_table(ranked, settings.covers, settings.masks)
     glance = {report.REAL: _grid(dataset.splits["test"], dataset.palette, settings)}
     glance |= {entry.name: entry.pictures["samples"] for entry in ranked if "samples" in entry.pictures}
     card = json.loads(layout.data_card.read_text()) if layout.data_card.is_file() else {}

@@ -1,0 +1,3 @@
+from pokegen.plugins.transformer.model import SpriteTransformer, TransformerConfig
+
+__all__ = ["SpriteTransformer", "TransformerConfig"]

@@ -1,0 +1,191 @@
+"""What raster-order plugins share: the neighbours each pixel is fed, the pixel-by-pixel sampler, and
+completion of any mask.
+
+A raster model draws pixel t from p(x_t | x_<t). Besides its own memory of x_<t, each model is fed the
+neighbours of t that are already drawn: the pixel before it, and the three above it (above-left, above,
+above-right). An LSTM that sees only the pixel before must carry the pixel above through 20 steps of
+memory; handed to it, the same 512 cells reach a far better likelihood (benchmarks/RESULTS.md).
+
+Models plug in a *step*: a callable that takes the neighbour tokens of one position for a batch,
+(n, NEIGHBOURS) int64, with the position, and returns that position's color logits (n, K), carrying its
+own state (an LSTM's (h, c), a Transformer's key/value cache) from one call to the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pokegen.plugin import bits_per_pixel
+from pokegen.training import TorchModel
+
+NEIGHBOURS = 4  # the pixel before (in raster order), above-left, above, above-right
+Step = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+def neighbour_tokens(images: torch.Tensor, outside: int) -> torch.Tensor:
+    """For every raster position, the tokens of its already-drawn neighbours: (n, S*S, NEIGHBOURS).
+
+    ``outside`` (the number of colors) stands for a neighbour off the sprite, and for the pixel before the first."""
+    n = images.shape[0]
+    padded = F.pad(images, (1, 1, 1, 0), value=outside)  # one row on top, one column each side: (n, S+1, S+2)
+    above_left, above, above_right = padded[:, :-1, :-2], padded[:, :-1, 1:-1], padded[:, :-1, 2:]
+    flat = images.reshape(n, -1)
+    before = torch.cat([torch.full((n, 1), outside, dtype=flat.dtype, device=flat.device), flat[:, :-1]], dim=1)
+    return torch.stack([before, above_left.reshape(n, -1), above.reshape(n, -1), above_right.reshape(n, -1)], dim=-1)
+
+
+def neighbours_at(drawn: torch.Tensor, position: int, size: int, outside: int) -> torch.Tensor:
+    """The neighbour tokens of ``position`` from the raster pixels drawn so far, drawn (n, >= position): (n, NEIGHBOURS)."""
+    row, column = divmod(position, size)
+    n = drawn.shape[0]
+
+    def pixel(r: int, c: int) -> torch.Tensor:
+        if r < 0 or not 0 <= c < size:
+            return torch.full((n,), outside, dtype=drawn.dtype, device=drawn.device)
+        return drawn[:, r * size + c]
+
+    before = drawn[:, position - 1] if position > 0 else pixel(-1, 0)
+    return torch.stack([before, pixel(row - 1, column - 1), pixel(row - 1, column), pixel(row - 1, column + 1)], dim=1)
+
+
+@torch.no_grad()
+def draw(
+    step: Step, n: int, size: int, colors: int, *, temperature: float, generator: torch.Generator,
+    known: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Draw n sprites pixel by pixel in raster order: (pixels (n, S, S), log_weights (n,)).
+
+    Without ``mask`` every pixel is sampled at ``temperature``. With ``known`` and ``mask`` (n, S*S), pixels under
+    the mask are sampled and the others kept; each kept pixel's log-probability under the model (at temperature 1),
+    given everything drawn before it, is added to its sprite's log-weight: how well the drawn pixels agree with the
+    known pixels after them."""
+    device = generator.device
+    drawn = torch.zeros((n, size * size), dtype=torch.long, device=device)
+    log_weights = torch.zeros(n, dtype=torch.float64, device=device)
+    for position in range(size * size):
+        logits = step(neighbours_at(drawn, position, size, colors), position)
+        sampled = torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1, generator=generator).squeeze(1)
+        if mask is None:
+            drawn[:, position] = sampled
+            continue
+        free, kept = mask[:, position], known[:, position]
+        drawn[:, position] = torch.where(free, sampled, kept)
+        kept_log_prob = torch.log_softmax(logits.double(), dim=-1).gather(1, kept[:, None]).squeeze(1)
+        log_weights += torch.where(free, torch.zeros_like(kept_log_prob), kept_log_prob)
+    return drawn.reshape(n, size, size), log_weights
+
+
+def is_raster_suffix(mask: np.ndarray) -> np.ndarray:
+    """Per image: does the mask cover exactly the pixels from some raster position on (the lecture's lower rows)?"""
+    flat = np.asarray(mask, dtype=bool).reshape(len(mask), -1)
+    first = np.where(flat.any(axis=1), flat.argmax(axis=1), flat.shape[1])
+    return np.array([flat[i, start:].all() for i, start in enumerate(first)], dtype=bool)
+
+
+def complete_any_mask(
+    make_step: Callable[[int], Step], images: np.ndarray, mask: np.ndarray, colors: int, *,
+    temperature: float, candidates: int, seed: int, device: torch.device, chunk: int = 256,
+) -> np.ndarray:  # fmt: skip
+    """Fill the pixels under any mask (True: fill), by sampling-importance-resampling.
+
+    A raster model can only draw a pixel from the pixels before it, but a mask such as the left half leaves known
+    pixels after the ones to fill. So ``candidates`` completions of each sprite are drawn in raster order (masked
+    pixels sampled, known ones kept), each weighted by the probability of the known pixels that follow its drawn
+    ones, and one is picked in proportion to its weight: a draw from p(masked | known) as candidates grow (at the
+    sampling temperature). A mask that covers a raster suffix (the lower rows) leaves nothing after the drawn
+    pixels, so one candidate is exact there. ``make_step(batch)`` builds a fresh step for a batch of that size."""
+    images = np.asarray(images)
+    mask = np.asarray(mask, dtype=bool)
+    size = images.shape[1]
+    per_image = 1 if is_raster_suffix(mask).all() else candidates
+    generator = torch.Generator(device=device).manual_seed(seed)
+    known = torch.as_tensor(images.reshape(len(images), -1), dtype=torch.long, device=device).repeat_interleave(per_image, 0)
+    covered = torch.as_tensor(mask.reshape(len(mask), -1), device=device).repeat_interleave(per_image, 0)
+    drawn, log_weights = [], []
+    for start in range(0, len(known), chunk):
+        rows = slice(start, start + chunk)
+        pixels, weights = draw(
+            make_step(len(known[rows])), len(known[rows]), size, colors,
+            temperature=temperature, generator=generator, known=known[rows], mask=covered[rows],
+        )  # fmt: skip
+        drawn.append(pixels)
+        log_weights.append(weights)
+    pixels = torch.cat(drawn).reshape(len(images), per_image, size, size)
+    weights = torch.cat(log_weights).reshape(len(images), per_image)
+    chosen = torch.multinomial(torch.softmax(weights, dim=1).float(), 1, generator=generator).squeeze(1)
+    return pixels[torch.arange(len(images), device=device), chosen].cpu().numpy().astype(np.uint8)
+
+
+class RasterModel(TorchModel):
+    """Base of torch plugins that draw in raster order with an exact likelihood (PixelRNN, the Transformer).
+
+    A subclass supplies ``logits(images)`` (teacher-forced color logits of every position from the pixels
+    before it) and ``make_step(n)`` (the same network one position at a time, for sampling), and a config
+    with ``temperature`` and ``completion_candidates``. Everything else lives here once: the loss, the
+    validation figure, the likelihoods, sampling and completion of any mask."""
+
+    likelihood = "exact"
+    completes_any_mask = True
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Color logits of every raster position from the pixels before it: (n, S*S, K)."""
+        raise NotImplementedError
+
+    def make_step(self, n: int) -> Step:
+        """A fresh step for a batch of n sprites (see the module docstring)."""
+        raise NotImplementedError
+
+    def _nats_per_pixel(self, images: torch.Tensor) -> torch.Tensor:
+        targets = images.reshape(len(images), -1)
+        return F.cross_entropy(self.logits(images).transpose(1, 2), targets, reduction="none")
+
+    def loss(self, batch: torch.Tensor) -> torch.Tensor:
+        return self._nats_per_pixel(batch).mean()
+
+    def _in_chunks(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """-log p of each pixel given those before it, (n, S*S), for the whole batch in chunks, without gradients."""
+        self.module.eval()
+        batch = torch.as_tensor(images, dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            return torch.cat([self._nats_per_pixel(chunk) for chunk in batch.split(256)])
+
+    def validation_metrics(self, val: torch.Tensor, epoch: int) -> dict[str, float]:
+        return {"val_bits_per_pixel": bits_per_pixel(self._in_chunks(val).sum(dim=1), self.size * self.size)}
+
+    @torch.no_grad()
+    def pixel_distributions(self, images: np.ndarray) -> np.ndarray:
+        """p(pixel t | pixels before t) for every position: (n, size*size, colors), rows summing to 1."""
+        self.module.eval()
+        batch = torch.as_tensor(images, dtype=torch.long, device=self.device)
+        return torch.softmax(self.logits(batch), dim=-1).cpu().numpy()
+
+    def log_prob(self, images: np.ndarray) -> np.ndarray:
+        """Exact log-likelihood of each image, in nats."""
+        return -self._in_chunks(images).sum(dim=1).cpu().numpy().astype(np.float64)
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        self.module.eval()
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        pixels, _ = draw(self.make_step(n), n, self.size, self.colors, temperature=self.config.temperature, generator=generator)
+        return pixels.cpu().numpy().astype(np.uint8)
+
+    def complete(self, images: np.ndarray, mask: np.ndarray, seed: int = 0) -> np.ndarray:
+        """Fill the covered pixels (mask True), whatever their shape: the lower rows exactly, others by
+        sampling-importance-resampling over ``completion_candidates`` raster completions."""
+        self.module.eval()
+        return complete_any_mask(
+            self.make_step, images, mask, self.colors, temperature=self.config.temperature,
+            candidates=self.config.completion_candidates, seed=seed, device=self.device,
+        )  # fmt: skip
+
+    def conditional_log_prob(self, images: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Exact log p(covered pixels | the pixels before them), nats. Exact only when the cover is a raster suffix
+        (such as the lower rows): ValueError for any other mask."""
+        if not is_raster_suffix(mask).all():
+            raise ValueError(f"{self.name}: an exact conditional likelihood needs a cover of the lower rows (a raster suffix)")
+        log_probs = -self._in_chunks(images).cpu().numpy().astype(np.float64)
+        return (log_probs * np.asarray(mask, dtype=bool).reshape(len(images), -1)).sum(axis=1)
