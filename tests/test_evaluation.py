@@ -269,6 +269,9 @@ def test_the_user_commands_draw_pictures(trained: Path, tmp_path: Path) -> None:
 
     run(["pokegen", "complete", "pixelrnn", "--cover", "0.75", "-n", "2", "-o", str(tmp_path / "done.png")], trained)
     assert Image.open(tmp_path / "done.png").size == (3 * 41 + 1, 2 * 41 + 1)
+    run(["pokegen", "complete", "transformer", "--mask", "left", "-n", "2", "-o", str(tmp_path / "left.png")], trained)
+    left = np.asarray(Image.open(tmp_path / "left.png").convert("RGB"))
+    assert left.shape == (2 * 41 + 1, 3 * 41 + 1, 3) and (left[1:41, 42:62] == COVER_RGB).all(), "the left half shown covered"
 
     sprite = tmp_path / "mine.png"
     make_sprite(3, size=10).save(sprite)
@@ -284,12 +287,13 @@ def test_the_user_commands_draw_pictures(trained: Path, tmp_path: Path) -> None:
     [
         (["complete", "pixelrnn", "--cover", "1.5"], "--cover 1.5: give the covered share of rows, between 0 and 1"),
         (["complete", "gan"], "model 'gan' cannot complete"),
+        (["complete", "pixelrnn", "--mask", "top"], "--mask top: give one of left, centre, scattered"),
         (["latent-grid", "pixelrnn"], "model 'pixelrnn' cannot decode"),
         (["latent-grid", "vae", "--dims", "0", "10"], "evaluate.latent_grid.dims = [0, 10]: the model's code has 10 dims"),
         (["complete", "pixelrnn", "--image", "tiny.png"], "is 4x4, smaller than quantize.size = 10"),
         (["complete", "pixelrnn", "--image", "nowhere.png"], "--image nowhere.png: no such file"),
     ],
-    ids=["cover", "no-complete", "no-decode", "dims", "image-size", "no-image"],
+    ids=["cover", "no-complete", "mask", "no-decode", "dims", "image-size", "no-image"],
 )
 def test_bad_input_gets_a_clear_message_and_writes_nothing(trained: Path, args: list[str], message: str) -> None:
     make_sprite(0, size=4).save(trained / "tiny.png")

@@ -13,23 +13,20 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
-from pokegen.autoregressive import NEIGHBOURS, RasterModel, Step, neighbour_tokens
+from pokegen.autoregressive import NEIGHBOURS, RasterModel, RasterSampling, Step, neighbour_tokens
 from pokegen.plugin import Resources
 
 
-class PixelRNNConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class PixelRNNConfig(RasterSampling):
     hidden: int = Field(512, ge=1, description="LSTM cells (the lecture: 512)")
     context: Literal["neighbours", "previous"] = Field(
         "neighbours", description="what each step is fed: the pixel before and the three above it; previous: the pixel before only (the lecture's)"
     )
     embed: int = Field(32, ge=1, description="size of each fed pixel's color embedding")
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout on the LSTM output")
-    temperature: float = Field(1.0, gt=0, description="sampling temperature")
-    completion_candidates: int = Field(8, ge=1, description="raster completions weighed per sprite to fill a mask that is not the lower rows")
 
 
 class _Network(nn.Module):

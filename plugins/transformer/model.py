@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 
-from pokegen.autoregressive import NEIGHBOURS, RasterModel, Step, neighbour_tokens
+from pokegen.autoregressive import NEIGHBOURS, RasterModel, RasterSampling, Step, neighbour_tokens
 from pokegen.plugin import Resources
 
 
-class TransformerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class TransformerConfig(RasterSampling):
     width: int = Field(128, ge=8, description="embedding size of every position")
     layers: int = Field(4, ge=1, description="Transformer blocks")
     heads: int = Field(4, ge=1, description="attention heads (must divide width)")
     dropout: float = Field(0.1, ge=0, lt=1)
-    temperature: float = Field(1.0, gt=0, description="sampling temperature")
-    completion_candidates: int = Field(8, ge=1, description="raster completions weighed per sprite to fill a mask that is not the lower rows")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> TransformerConfig:

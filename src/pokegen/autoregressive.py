@@ -18,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 
 from pokegen.plugin import bits_per_pixel
 from pokegen.training import TorchModel
@@ -52,14 +53,27 @@ def neighbours_at(drawn: torch.Tensor, position: int, size: int, outside: int) -
     return torch.stack([before, pixel(row - 1, column - 1), pixel(row - 1, column), pixel(row - 1, column + 1)], dim=1)
 
 
+def truncated(probabilities: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Each row without the colors of probability below ``epsilon`` (but never without its likeliest), renormalised:
+    epsilon sampling (Hewitt et al., 2022). The long tail of unlikely colors at every pixel is what speckles a sprite
+    with strays when 400 pixels are drawn; a cut relative to the likeliest color (top-p) would also cut the rare
+    but decisive first outline pixel on a white background, and draws blank sprites."""
+    if epsilon <= 0:
+        return probabilities
+    kept = (probabilities >= epsilon) | (probabilities == probabilities.max(dim=-1, keepdim=True).values)
+    kept = probabilities * kept
+    return kept / kept.sum(dim=-1, keepdim=True)
+
+
 @torch.no_grad()
 def draw(
     step: Step, n: int, size: int, colors: int, *, temperature: float, generator: torch.Generator,
-    known: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+    epsilon: float = 0.0, known: torch.Tensor | None = None, mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Draw n sprites pixel by pixel in raster order: (pixels (n, S, S), log_weights (n,)).
 
-    Without ``mask`` every pixel is sampled at ``temperature``. With ``known`` and ``mask`` (n, S*S), pixels under
+    Without ``mask`` every pixel is sampled at ``temperature``, among the colors of probability at least ``epsilon``
+    (truncated). With ``known`` and ``mask`` (n, S*S), pixels under
     the mask are sampled and the others kept; each kept pixel's log-probability under the model (at temperature 1),
     given everything drawn before it, is added to its sprite's log-weight: how well the drawn pixels agree with the
     known pixels after them."""
@@ -68,7 +82,8 @@ def draw(
     log_weights = torch.zeros(n, dtype=torch.float64, device=device)
     for position in range(size * size):
         logits = step(neighbours_at(drawn, position, size, colors), position)
-        sampled = torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1, generator=generator).squeeze(1)
+        probabilities = truncated(torch.softmax(logits / temperature, dim=-1), epsilon)
+        sampled = torch.multinomial(probabilities, 1, generator=generator).squeeze(1)
         if mask is None:
             drawn[:, position] = sampled
             continue
@@ -88,7 +103,7 @@ def is_raster_suffix(mask: np.ndarray) -> np.ndarray:
 
 def complete_any_mask(
     make_step: Callable[[int], Step], images: np.ndarray, mask: np.ndarray, colors: int, *,
-    temperature: float, candidates: int, seed: int, device: torch.device, chunk: int = 256,
+    temperature: float, candidates: int, seed: int, device: torch.device, epsilon: float = 0.0, chunk: int = 256,
 ) -> np.ndarray:  # fmt: skip
     """Fill the pixels under any mask (True: fill), by sampling-importance-resampling.
 
@@ -96,7 +111,7 @@ def complete_any_mask(
     pixels after the ones to fill. So ``candidates`` completions of each sprite are drawn in raster order (masked
     pixels sampled, known ones kept), each weighted by the probability of the known pixels that follow its drawn
     ones, and one is picked in proportion to its weight: a draw from p(masked | known) as candidates grow (at the
-    sampling temperature). A mask that covers a raster suffix (the lower rows) leaves nothing after the drawn
+    sampling temperature and epsilon). A mask that covers a raster suffix (the lower rows) leaves nothing after the drawn
     pixels, so one candidate is exact there. ``make_step(batch)`` builds a fresh step for a batch of that size."""
     images = np.asarray(images)
     mask = np.asarray(mask, dtype=bool)
@@ -110,7 +125,7 @@ def complete_any_mask(
         rows = slice(start, start + chunk)
         pixels, weights = draw(
             make_step(len(known[rows])), len(known[rows]), size, colors,
-            temperature=temperature, generator=generator, known=known[rows], mask=covered[rows],
+            temperature=temperature, epsilon=epsilon, generator=generator, known=known[rows], mask=covered[rows],
         )  # fmt: skip
         drawn.append(pixels)
         log_weights.append(weights)
@@ -120,12 +135,25 @@ def complete_any_mask(
     return pixels[torch.arange(len(images), device=device), chosen].cpu().numpy().astype(np.uint8)
 
 
+class RasterSampling(BaseModel):
+    """How a RasterModel draws: the sampling fields its config shares (each plugin's Config subclasses this)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    temperature: float = Field(1.0, gt=0, description="sampling temperature")
+    epsilon: float = Field(
+        0.0, ge=0, lt=1, description="leave out colors below this probability when sampling (epsilon sampling; 0: none)"
+    )
+    completion_candidates: int = Field(
+        8, ge=1, description="raster completions weighed per sprite to fill a mask that is not the lower rows"
+    )
+
+
 class RasterModel(TorchModel):
     """Base of torch plugins that draw in raster order with an exact likelihood (PixelRNN, the Transformer).
 
     A subclass supplies ``logits(images)`` (teacher-forced color logits of every position from the pixels
     before it) and ``make_step(n)`` (the same network one position at a time, for sampling), and a config
-    with ``temperature`` and ``completion_candidates``. Everything else lives here once: the loss, the
+    with ``temperature``, ``epsilon`` and ``completion_candidates`` (RasterSampling's fields). Everything else lives here once: the loss, the
     validation figure, the likelihoods, sampling and completion of any mask."""
 
     likelihood = "exact"
@@ -170,7 +198,9 @@ class RasterModel(TorchModel):
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         self.module.eval()
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        pixels, _ = draw(self.make_step(n), n, self.size, self.colors, temperature=self.config.temperature, generator=generator)
+        pixels, _ = draw(
+            self.make_step(n), n, self.size, self.colors, temperature=self.config.temperature, epsilon=self.config.epsilon, generator=generator
+        )
         return pixels.cpu().numpy().astype(np.uint8)
 
     def complete(self, images: np.ndarray, mask: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -178,7 +208,7 @@ class RasterModel(TorchModel):
         sampling-importance-resampling over ``completion_candidates`` raster completions."""
         self.module.eval()
         return complete_any_mask(
-            self.make_step, images, mask, self.colors, temperature=self.config.temperature,
+            self.make_step, images, mask, self.colors, temperature=self.config.temperature, epsilon=self.config.epsilon,
             candidates=self.config.completion_candidates, seed=seed, device=self.device,
         )  # fmt: skip
 

@@ -200,6 +200,9 @@ def sample(
 def complete(
     name: str = typer.Argument(..., help="a trained model that can complete"),
     cover: float = typer.Option(0.5, help="share of rows covered at the bottom, between 0 and 1"),
+    mask_shape: str | None = typer.Option(
+        None, "--mask", help="cover instead: left (half), centre or scattered, for models that fill any mask (pixelrnn, transformer)"
+    ),
     image: Path | None = typer.Option(None, help="your own sprite (PNG/GIF), cut and quantized like the training data; default: test sprites"),
     n: int = typer.Option(8, "-n", min=1, help="test sprites to complete (without --image)"),
     seed: int = SeedOption,
@@ -207,17 +210,24 @@ def complete(
     scale: int = ScaleOption,
     params_path: Path = ParamsOption,
 ) -> None:
-    """Cover the lower part of sprites and let the model draw it: rows of real / covered / completed."""
-    from pokegen.evaluation import cover_mask
+    """Cover the lower part of sprites (or another --mask) and let the model draw it: rows of real / covered / completed."""
+    from pokegen.evaluation import MASK_SHAPES, cover_mask, shape_mask
     from pokegen.images import completion_picture
 
     try:
         if not 0 < cover < 1:
             raise PokegenError(f"--cover {cover}: give the covered share of rows, between 0 and 1 (for example 0.5 or 0.75)")
+        if mask_shape is not None and mask_shape not in MASK_SHAPES:
+            raise PokegenError(f"--mask {mask_shape}: give one of {', '.join(MASK_SHAPES)}")
         params, model, dataset = _trained(name, params_path)
         _needs(model, "complete", name)
+        if mask_shape is not None and not model.completes_any_mask:
+            raise PokegenError(f"model {name!r} completes only the lower rows (--cover), not --mask {mask_shape}")
         sprites = _user_sprite(image, params, dataset.palette) if image else dataset.splits["test"][:n]
-        mask = cover_mask(len(sprites), sprites.shape[1], cover)
+        if mask_shape is None:
+            mask = cover_mask(len(sprites), sprites.shape[1], cover)
+        else:
+            mask = shape_mask(mask_shape, len(sprites), sprites.shape[1], seed)
         completed = model.complete(sprites, mask, seed=seed)
         _save_picture(completion_picture(sprites, {"cover": completed}, {"cover": mask}, dataset.palette, scale=scale), output)
     except PokegenError as error:
