@@ -21,6 +21,7 @@ from pokegen.baselines import FrequencyBaseline, FrequencyConfig, NeighbourBasel
 from pokegen.errors import ParamsError
 from pokegen.evaluation import (
     classifier_two_sample_accuracy,
+    completion_masks,
     completion_metrics,
     cover_mask,
     distribution_metrics,
@@ -158,7 +159,8 @@ def test_completion_is_scored_on_the_covered_rows_and_skipped_without_complete()
     train, test = data[:50], data[50:]
     baseline = FrequencyBaseline(FrequencyConfig(per_position=True), 6, 8)
     baseline.fit(train, test)
-    metrics, completed = completion_metrics(baseline, test, EvaluateParams(covers=[0.5, 0.75], seed=0))
+    masks = completion_masks(baseline, len(test), 8, EvaluateParams(covers=[0.5, 0.75]))
+    metrics, completed = completion_metrics(baseline, test, masks, seed=0)
     mask = cover_mask(len(test), 8, 0.75)
     assert mask[0].sum() == 6 * 8 and mask[0, 2:].all() and not mask[0, :2].any(), "the lower 75% of rows"
     assert np.array_equal(completed["cover_75"][~mask], test[~mask]), "the visible part is kept"
@@ -166,7 +168,8 @@ def test_completion_is_scored_on_the_covered_rows_and_skipped_without_complete()
     expected_bits = -baseline.conditional_log_prob(test, mask).mean() / (48 * math.log(2))
     assert metrics["cover_75"]["bits_per_pixel"] == pytest.approx(expected_bits)
     assert set(metrics) == {"cover_50", "cover_75"}, "a model that fills only the lower rows is not asked for evaluate.masks"
-    assert completion_metrics(_Fixed(6, 8), test, EvaluateParams(covers=[0.5])) == ({}, {}), "no complete(): skipped, not faked"
+    no_complete = completion_masks(_Fixed(6, 8), len(test), 8, EvaluateParams(covers=[0.5]))
+    assert completion_metrics(_Fixed(6, 8), test, no_complete, seed=0) == ({}, {}), "no complete(): skipped, not faked"
 
 
 def test_latent_grid_codes_sweep_two_dims_and_fix_the_rest() -> None:

@@ -131,12 +131,12 @@ def likelihood_metrics(model: GenerativeModel, test: np.ndarray) -> dict | None:
     return metrics
 
 
-def completion_metrics(model: GenerativeModel, test: np.ndarray, settings: EvaluateParams) -> tuple[dict, dict[str, np.ndarray]]:
-    """Per completion_masks key: accuracy of the filled-in pixels (and their bits/pixel given the rest, where the
-    model has an exact conditional likelihood for that mask); and the completed sprites."""
+def completion_metrics(model: GenerativeModel, test: np.ndarray, masks: dict[str, np.ndarray], seed: int) -> tuple[dict, dict[str, np.ndarray]]:
+    """Per key of ``masks`` (completion_masks): accuracy of the filled-in pixels (and their bits/pixel given the rest,
+    where the model has an exact conditional likelihood for that mask); and the completed sprites."""
     metrics, completed = {}, {}
-    for key, mask in completion_masks(model, len(test), test.shape[1], settings).items():
-        completed[key] = model.complete(test, mask, seed=settings.seed)
+    for key, mask in masks.items():
+        completed[key] = model.complete(test, mask, seed=seed)
         metrics[key] = {"covered_pixels": int(mask.sum()) // len(test), "accuracy": float((completed[key][mask] == test[mask]).mean())}
         if "conditional_log_prob" in model.capabilities() and key.startswith("cover_"):
             metrics[key]["bits_per_pixel"] = bits_per_pixel(-model.conditional_log_prob(test, mask), int(mask[0].sum()))
@@ -250,6 +250,7 @@ class Evaluation:
     samples: np.ndarray  # (samples, S, S)
     nearest_train: np.ndarray  # each sample's nearest training sprite
     completions: dict[str, np.ndarray]  # completion_masks key -> completed test sprites
+    completion_masks: dict[str, np.ndarray]  # the same key -> what was covered
     sprites_per_second: float  # sampling throughput on this machine (kept out of metrics: it varies)
 
 
@@ -260,13 +261,14 @@ def evaluate(model: GenerativeModel, dataset: SpriteDataset, settings: EvaluateP
     samples = model.sample(settings.samples, seed=settings.seed)
     sprites_per_second = len(samples) / max(time.perf_counter() - started, 1e-9)
     metrics: dict = {"capabilities": model.capabilities(), "likelihood": likelihood_metrics(model, test)}
-    metrics["completion"], completions = completion_metrics(model, test, settings)
+    masks = completion_masks(model, len(test), test.shape[1], settings)
+    metrics["completion"], completions = completion_metrics(model, test, masks, settings.seed)
     metrics["novelty"], nearest = novelty_metrics(samples, train, test, palette, settings)
     metrics["distribution"] = distribution_metrics(samples, test, palette, settings.nearest_k)
     held_out = np.concatenate([test, dataset.splits["val"]])  # every real sprite no model trained on
     accuracy, per_side = classifier_two_sample_accuracy(samples, held_out, palette, settings.seed)
     metrics["distribution"].update(c2st_accuracy=accuracy, c2st_sprites_per_side=per_side)
-    return Evaluation(metrics, samples, nearest, completions, sprites_per_second)
+    return Evaluation(metrics, samples, nearest, completions, masks, sprites_per_second)
 
 
 def summary_line(metrics: dict) -> str:
@@ -293,7 +295,7 @@ def pictures(model: GenerativeModel, result: Evaluation, dataset: SpriteDataset,
     drawn = {"samples.png": palette_grid(grid, palette, columns=int(np.ceil(np.sqrt(len(grid)))), scale=scale)}
     if result.completions:
         shown = min(settings.completion_rows, len(test))
-        masks = {key: mask[:shown] for key, mask in completion_masks(model, len(test), test.shape[1], settings).items()}
+        masks = {key: mask[:shown] for key, mask in result.completion_masks.items()}
         completed = {key: images[:shown] for key, images in result.completions.items()}
         drawn["completion.png"] = completion_picture(test[:shown], completed, masks, palette, scale=scale)
     pairs = min(NEAREST_PAIRS, len(result.samples))
