@@ -1,10 +1,11 @@
-"""The GAN before and after DiffAugment + upsample-convolve, side by side in one run, on its default params.
+"""The GAN of a baseline commit and this tree's, side by side in one run, each on its own default params.
 
-The "before" is plugins/gan/model.py of a baseline commit (default 4b83ec0: transposed convolutions, no
-augmentation, critic_steps 5), loaded from git; the "after" is this tree's. Both train on the same data
-with the same seed and settings, then go through the same evaluation as evaluate@gan.
+The "before" is plugins/gan/model.py of a baseline commit, loaded from git: default 879e562 (a softmax
+map scored by a critic on 167 one-hot channels, lr 2e-4); 4b83ec0 is the one before DiffAugment and
+upsample-convolve. The "after" is this tree's (the chosen colors seen in RGB, straight-through, lr 5e-4).
+Both train on the same data with the same seed, then go through the same evaluation as evaluate@gan.
 
-    python benchmarks/bench_gan.py path/to/data/tensors/dataset.safetensors [--base 4b83ec0] [--epochs 100]
+    python benchmarks/bench_gan.py path/to/data/tensors/dataset.safetensors [--base 879e562] [--epochs 100]
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _load(path: Path, name: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", type=Path)
-    parser.add_argument("--base", default="4b83ec0")
+    parser.add_argument("--base", default="879e562")
     parser.add_argument("--epochs", type=int, default=100)
     args = parser.parse_args()
     dataset = SpriteDataset.load(args.dataset)
@@ -48,12 +49,12 @@ def main() -> None:
         (Path(scratch) / "gan_before.py").write_text(old_source)
         before = _load(Path(scratch) / "gan_before.py", "gan_before")
     arms = {f"before ({args.base})": (before.GAN, before.GANConfig()), "after (this tree)": (GAN, GANConfig())}
-    print(f"{'GAN':<22}{'train s':>8}{'precision':>10}{'recall':>8}{'coverage':>9}{'C2ST':>7}   ({args.epochs} epochs, batch 64, lr 2e-4)")
+    print(f"{'GAN':<22}{'train s':>8}{'precision':>10}{'recall':>8}{'coverage':>9}{'C2ST':>7}   ({args.epochs} epochs, batch 64, each arm's own lr)")
     for label, (plugin, config) in arms.items():
         torch.manual_seed(0)
         model = plugin(config, len(dataset.palette), dataset.splits["train"].shape[1])
         started = time.perf_counter()
-        model.fit(dataset.splits["train"], dataset.splits["val"], TrainSettings(epochs=args.epochs, batch_size=64, lr=2e-4, grad_clip=None), FitContext())
+        model.fit(dataset.splits["train"], dataset.splits["val"], TrainSettings(**{**plugin.train_defaults, "epochs": args.epochs, "grad_clip": None}), FitContext(palette=dataset.palette))
         seconds = time.perf_counter() - started
         found = evaluate(model, dataset, EvaluateParams()).metrics["distribution"]
         print(f"{label:<22}{seconds:>8.0f}{found['precision']:>10.3f}{found['recall']:>8.3f}{found['coverage']:>9.3f}{found['c2st_accuracy']:>7.3f}")

@@ -24,7 +24,7 @@ from pokegen.plugins.pixelrnn import PixelRNN, PixelRNNConfig
 from pokegen.plugins.transformer import SpriteTransformer, TransformerConfig
 from pokegen.plugins.vae import VAE, VAEConfig
 from pokegen.registry import discover
-from pokegen.testing import check_model, model_checks, toy_sprites
+from pokegen.testing import check_model, model_checks, toy_palette, toy_sprites
 
 TINY = {
     "pixelrnn": {"hidden": 16},
@@ -96,7 +96,7 @@ def test_a_tiny_config_learns(plugin, config, loss: str) -> None:
     torch.manual_seed(0)
     model = plugin(config, colors=6, size=8)
     settings = TrainSettings(**{**plugin.train_defaults, "epochs": 6, "batch_size": 16, "patience": None})
-    history = model.fit(data[:56], data[56:], settings, FitContext()).history
+    history = model.fit(data[:56], data[56:], settings, FitContext(palette=toy_palette())).history
     assert history[-1][loss] < history[0][loss], [row[loss] for row in history]
 
 
@@ -437,3 +437,26 @@ def test_diffaugment_moves_and_paints_in_the_background_color_and_lets_gradients
     assert 0 < holes.float().mean() < 0.5 and torch.allclose(cutout(maps, background).sum(dim=1), torch.ones(16, 8, 8))
     (moved.sum() + cutout(maps, background).sum()).backward()
     assert maps.grad is not None and maps.grad.abs().sum() > 0, "differentiable, so the generator's step learns through it"
+
+
+def test_the_gan_critic_sees_the_chosen_colors_rgb_and_the_generator_gets_the_softmax_gradient() -> None:
+    model = GAN(GANConfig(channels=8, latent_dim=8), colors=4, size=8)  # _seen works on any map size
+    palette = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0], [1.0, -1.0, -1.0], [-1.0, 1.0, -1.0]])
+    logits = torch.zeros(4, 2, 2)
+    logits[2, 0, 0] = logits[0, 0, 1] = logits[0, 1, 0] = logits[1, 1, 1] = 3.0  # each pixel's winning color
+    probabilities = torch.softmax(logits.unsqueeze(0), dim=1).requires_grad_(True)
+    seen = model._seen(probabilities, palette)
+    chosen = probabilities.argmax(dim=1)[0]
+    assert torch.equal(chosen, torch.tensor([[2, 0], [0, 1]]))
+    assert torch.allclose(seen[0].permute(1, 2, 0), palette[chosen]), "forward: exactly the chosen palette colors, no blend"
+    seen[:, 0].sum().backward()  # the red channel: colors 0 and 2 have it
+    assert torch.allclose(probabilities.grad[0, :, 0, 0], palette[:, 0]), "backward: as if the map were the probability-weighted colors"
+
+
+def test_a_gan_trained_without_the_palette_is_told_what_to_pass() -> None:
+    from pokegen.training import PluginContractError
+
+    model = GAN(GANConfig(channels=8, latent_dim=8), colors=6, size=8)
+    data = toy_sprites()
+    with pytest.raises(PluginContractError, match=r"gan: fit needs the palette's RGB colors, FitContext\(palette=...\) of shape \(6, 3\), got None"):
+        model.fit(data[:40], data[40:], TrainSettings(epochs=1, batch_size=16), FitContext())

@@ -1,17 +1,20 @@
-"""GAN for palette images: WGAN-GP with a per-pixel softmax generator, DiffAugment and upsample-convolve.
+"""GAN for palette images: WGAN-GP with a per-pixel palette choice seen in RGB, DiffAugment and upsample-convolve.
 
-Output scheme: the generator emits, for every pixel, a softmax over the K palette colors; the
-critic sees real sprites as one-hot maps and generated ones as those softmax maps. This is the
-WGAN-GP recipe proven on discrete text (Gulrajani et al., 2017): no gradient has to pass through
-a discrete choice, unlike Gumbel-softmax (needs a temperature schedule) or RGB snapped to the
-palette (the snap has no gradient). Samples take each pixel's most likely color.
+Output scheme: the generator gives, for every pixel, a softmax over the K palette colors and draws
+the most likely one. The critic sees what a user sees: each pixel's RGB color, for real sprites and
+generated ones alike. Between the two, a straight-through estimator (Bengio et al., 2013): forward,
+the generated map is the chosen colors' RGB exactly; backward, the gradient flows through the
+softmax as if the map were the probability-weighted colors. So the critic cannot tell generated
+sprites by blended, off-palette colors (a softmax map scored against one-hot maps drew dark gray
+blobs here; recall 0.25), and the generator learns palettes, not averages. The RGB colors come from
+the palette the core hands to ``fit`` (``FitContext.palette``); sampling needs only the softmax.
 
 The critic is frozen (requires_grad off) while the generator steps, and the generator's output
 is detached while the critic steps. A few hundred sprites are too few for a critic on its own: it
 memorises them and its gradient stops telling the generator anything. DiffAugment (Zhao et al.,
-NeurIPS 2020) shows the critic every map, real one-hot and generated softmax alike, through the same
-random translation and cutout, in the critic's step and the generator's, so neither side can win
-by what the augmentation hides. The generator upsamples by nearest neighbour and then convolves:
+NeurIPS 2020) shows the critic every map, real and generated alike, through the same random
+translation and cutout, in the critic's step and the generator's, so neither side can win by what
+the augmentation hides. The generator upsamples by nearest neighbour and then convolves:
 transposed convolutions with stride 2 leave a checkerboard (Odena et al., Distill 2016), which on
 sprites showed as vertical stripes. A GAN has no likelihood and no explicit signal of quality,
 so each epoch logs both losses and two cheap quality figures on fresh samples: the palette
@@ -31,9 +34,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from pokegen.plugin import Resources, TrainSettings
+from pokegen.plugin import FitContext, FitResult, Resources, TrainSettings
 from pokegen.stats import palette_js_divergence
-from pokegen.training import TorchModel, TrainingDiverged
+from pokegen.training import PluginContractError, TorchModel, TrainingDiverged
 
 
 class GANConfig(BaseModel):
@@ -65,15 +68,18 @@ class _Generator(nn.Module):
 
 
 class _Critic(nn.Module):
-    def __init__(self, colors: int, size: int, config: GANConfig) -> None:
+    """Scores RGB maps (B, 3, S, S) in [-1, 1]."""
+
+    def __init__(self, size: int, config: GANConfig) -> None:
         super().__init__()
         c = config.channels
         self.features = nn.Sequential(
-            nn.Conv2d(colors, c, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(3, c, 3, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(c, c, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
             nn.Conv2d(c, 2 * c, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
             nn.Flatten(),
         )  # fmt: skip
-        self.score = nn.Linear(self.features(torch.zeros(1, colors, size, size)).shape[1], 1)
+        self.score = nn.Linear(self.features(torch.zeros(1, 3, size, size)).shape[1], 1)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         return self.score(self.features(maps)).squeeze(1)
@@ -81,7 +87,7 @@ class _Critic(nn.Module):
 
 def translate(maps: torch.Tensor, background: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
     """Shift each map by up to ratio * size pixels each way (DiffAugment's translation). What comes in at
-    the edge is the ``background`` color map (K,): sprites stand on it, where photos would get zeros."""
+    the edge is the ``background`` color (C,), one value per channel: sprites stand on it, where photos would get zeros."""
     count, _, height, width = maps.shape
     reach = max(1, round(height * ratio))
     shift = torch.randint(-reach, reach + 1, (2, count, 1, 1), device=maps.device)
@@ -110,7 +116,7 @@ class _Pair(nn.Module):
     def __init__(self, colors: int, size: int, config: GANConfig) -> None:
         super().__init__()
         self.generator = _Generator(colors, size, config)
-        self.critic = _Critic(colors, size, config)
+        self.critic = _Critic(size, config)
 
 
 class GAN(TorchModel):
@@ -118,7 +124,7 @@ class GAN(TorchModel):
     Config = GANConfig
     resources = Resources(gpus=0, cpus=2, memory_gb=2)
     monitor = None  # no likelihood to stop early on: train every epoch, keep the last
-    train_defaults = {"epochs": 100, "batch_size": 64, "lr": 2e-4}
+    train_defaults = {"epochs": 100, "batch_size": 64, "lr": 5e-4}
     # Its own training_step (Adam, no clipping, no weight decay) and no monitor (so no patience).
     train_settings = frozenset({"epochs", "batch_size", "lr", "seed"})
 
@@ -146,14 +152,29 @@ class GAN(TorchModel):
             maps = AUGMENTATIONS[name](maps, background)
         return maps
 
+    def fit(self, train: np.ndarray, val: np.ndarray, settings: TrainSettings, context: FitContext) -> FitResult:
+        if context.palette is None or np.shape(context.palette) != (self.colors, 3):
+            raise PluginContractError(
+                f"gan: fit needs the palette's RGB colors, FitContext(palette=...) of shape ({self.colors}, 3), "
+                f"got {None if context.palette is None else np.shape(context.palette)}; the core's train stage passes it"
+            )
+        self.palette_rgb = torch.as_tensor(np.asarray(context.palette), dtype=torch.float32) / 127.5 - 1  # in [-1, 1]
+        return super().fit(train, val, settings, context)
+
+    def _seen(self, probabilities: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+        """RGB maps (B, 3, S, S) of the chosen colors, with the softmax's gradient (straight-through)."""
+        chosen = F.one_hot(probabilities.argmax(dim=1), self.colors).permute(0, 3, 1, 2).to(probabilities.dtype)
+        return torch.einsum("bkhw,kc->bchw", chosen + probabilities - probabilities.detach(), palette)
+
     def training_step(self, batch: torch.Tensor, optimizers: list[torch.optim.Optimizer], step: int) -> dict[str, float]:
         generator_opt, critic_opt = optimizers
         gen, critic = self.module.generator, self.module.critic
+        palette = self.palette_rgb.to(batch.device)
         corners = batch[:, [0, 0, -1, -1], [0, -1, 0, -1]].reshape(-1)  # the background: the batch's commonest corner color
-        background = F.one_hot(torch.bincount(corners, minlength=self.colors).argmax(), self.colors).float()
-        real = self._augment(F.one_hot(batch, self.colors).permute(0, 3, 1, 2).float(), background)
+        background = palette[torch.bincount(corners, minlength=self.colors).argmax()]
+        real = self._augment(palette[batch].permute(0, 3, 1, 2), background)
 
-        fake = self._augment(gen(self._codes(len(batch))).detach(), background)  # the generator is not trained by the critic's step
+        fake = self._augment(self._seen(gen(self._codes(len(batch))), palette).detach(), background)  # the critic's step leaves the generator alone
         wasserstein = critic(real).mean() - critic(fake).mean()
         critic_loss = -wasserstein + self.config.gradient_penalty * self._penalty(real, fake)
         critic_opt.zero_grad(set_to_none=True)
@@ -163,7 +184,7 @@ class GAN(TorchModel):
 
         if step % self.config.critic_steps == self.config.critic_steps - 1:
             critic.requires_grad_(False)  # the critic is frozen while the generator steps
-            generator_loss = -critic(self._augment(gen(self._codes(len(batch))), background)).mean()
+            generator_loss = -critic(self._augment(self._seen(gen(self._codes(len(batch))), palette), background)).mean()
             generator_opt.zero_grad(set_to_none=True)
             generator_loss.backward()
             generator_opt.step()

@@ -92,8 +92,10 @@ class FitResult:
 
 @dataclass
 class FitContext:
-    """What the core hands to fit: where to keep resumable state, the device, and a progress callback."""
+    """What the core hands to fit: what the palette indices look like, where to keep resumable state,
+    the device, and a progress callback."""
 
+    palette: np.ndarray | None = None  # (colors, 3) uint8 RGB of each palette index; the train stage always passes it
     device: str = "cpu"
     resume_dir: Path | None = None
     on_epoch: Callable[[dict[str, float]], None] | None = None

@@ -42,6 +42,13 @@ def toy_sprites(count: int = 48, colors: int = 6, size: int = 8, seed: int = 0) 
     return images
 
 
+def toy_palette(colors: int = 6, seed: int = 0) -> np.ndarray:
+    """RGB colors for toy_sprites' indices, (colors, 3) uint8: index 0, their background, is white."""
+    palette = np.random.default_rng(seed).integers(0, 256, (colors, 3)).astype(np.uint8)
+    palette[0] = 255
+    return palette
+
+
 def _check(condition: bool, check: str, detail: str) -> None:
     if not condition:
         raise AssertionError(f"[{check}] {detail}")
@@ -76,7 +83,7 @@ class _Subject:
 
     def fit(self) -> tuple[GenerativeModel, Any]:
         model = self.build()
-        return model, model.fit(self.train, self.val, self.settings, FitContext())
+        return model, model.fit(self.train, self.val, self.settings, FitContext(palette=toy_palette(self.colors)))
 
     @functools.cached_property
     def trained(self) -> tuple[GenerativeModel, Any]:

@@ -30,6 +30,7 @@ def run_train(spec: ModelSpec, layout: Layout, context: FitContext | None = None
     dataset = SpriteDataset.load(layout.dataset)
     data_sha256 = sha256_file(layout.dataset)
     context = context or FitContext()
+    context.palette = dataset.palette
     context.device = choose_device(name, spec.resources, spec.train.cpu_fallback)
     context.resume_dir = layout.resume_dir(name)
     prepare_resume_dir(context.resume_dir, resume_key(spec, data_sha256))
