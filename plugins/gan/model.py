@@ -117,6 +117,9 @@ class _Pair(nn.Module):
         super().__init__()
         self.generator = _Generator(colors, size, config)
         self.critic = _Critic(size, config)
+        # The palette's RGB in [-1, 1], filled by fit; a buffer so it moves to the training device with the
+        # networks, and not persistent: sampling needs only the softmax, so checkpoints stay as they were.
+        self.register_buffer("palette", torch.zeros(colors, 3), persistent=False)
 
 
 class GAN(TorchModel):
@@ -158,7 +161,7 @@ class GAN(TorchModel):
                 f"gan: fit needs the palette's RGB colors, FitContext(palette=...) of shape ({self.colors}, 3), "
                 f"got {None if context.palette is None else np.shape(context.palette)}; the core's train stage passes it"
             )
-        self.palette_rgb = torch.as_tensor(np.asarray(context.palette), dtype=torch.float32) / 127.5 - 1  # in [-1, 1]
+        self.module.palette.copy_(torch.as_tensor(np.asarray(context.palette), dtype=torch.float32) / 127.5 - 1)
         return super().fit(train, val, settings, context)
 
     def _seen(self, probabilities: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
@@ -169,7 +172,7 @@ class GAN(TorchModel):
     def training_step(self, batch: torch.Tensor, optimizers: list[torch.optim.Optimizer], step: int) -> dict[str, float]:
         generator_opt, critic_opt = optimizers
         gen, critic = self.module.generator, self.module.critic
-        palette = self.palette_rgb.to(batch.device)
+        palette = self.module.palette
         corners = batch[:, [0, 0, -1, -1], [0, -1, 0, -1]].reshape(-1)  # the background: the batch's commonest corner color
         background = palette[torch.bincount(corners, minlength=self.colors).argmax()]
         real = self._augment(palette[batch].permute(0, 3, 1, 2), background)
