@@ -420,6 +420,58 @@ def test_train_records_the_best_epoch_fit_returns_not_the_last(tmp_path: Path) -
     assert json.loads(Layout(repo).train_metrics("pixelrnn").read_text()) == summary
 
 
+class _ScriptedHigherIsBetter(PixelRNN):
+    """A figure where higher is better, scripted so the lowest (epoch 2) would be kept under "min"."""
+
+    name = "pixelrnn"
+    monitor, monitor_mode = "val_score", "max"
+    SCRIPT = {1: 0.5, 2: 0.1, 3: 0.9, 4: 0.7}
+
+    def validation_metrics(self, val, epoch):
+        self.weights_after[epoch] = {name: tensor.clone() for name, tensor in self.module.state_dict().items()}
+        return {"val_score": self.SCRIPT[epoch]}
+
+
+def test_a_higher_is_better_monitor_keeps_the_epoch_of_the_highest_figure_and_its_weights() -> None:
+    torch.manual_seed(0)
+    model = _ScriptedHigherIsBetter(PixelRNNConfig(hidden=8), colors=6, size=8)
+    model.weights_after = {}
+    data = toy_sprites()
+    result = model.fit(data[:40], data[40:], TrainSettings(epochs=4, batch_size=16, patience=None), FitContext())
+    assert (result.best_epoch, result.monitor, len(result.history)) == (3, "val_score", 4)
+    kept = model.module.state_dict()
+    assert all(torch.equal(kept[name], tensor) for name, tensor in model.weights_after[3].items())
+    assert not all(torch.equal(kept[name], tensor) for name, tensor in model.weights_after[4].items())
+
+
+def test_the_gan_keeps_the_epoch_whose_samples_match_the_validation_sprites_best() -> None:
+    from pokegen.evaluation import distribution_metrics
+
+    data, palette = toy_sprites(count=96), toy_palette()
+    torch.manual_seed(0)
+    model = GAN(GANConfig(channels=16, latent_dim=8), colors=6, size=8)
+    result = model.fit(data[:80], data[80:], TrainSettings(epochs=6, batch_size=16, lr=5e-3), FitContext(palette=palette))
+    f1 = [row["val_f1"] for row in result.history]
+    assert max(f1) > 0, f"no epoch drew a sprite near a validation sprite, so this test would show nothing: {f1}"
+    assert result.monitor == "val_f1" and result.best_epoch == 1 + int(np.argmax(f1)), f1
+    for row in result.history:
+        precision, recall = row["val_precision"], row["val_recall"]
+        assert row["val_f1"] == pytest.approx(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    # The kept weights are the best epoch's: their samples, scored again, give that epoch's figures.
+    again = distribution_metrics(model.sample(GAN.validation_samples, seed=0), data[80:], palette, GAN.validation_k)
+    best = result.history[result.best_epoch - 1]
+    assert (again["precision"], again["recall"]) == (best["val_precision"], best["val_recall"])
+
+
+def test_a_gan_with_one_validation_sprite_is_told_to_raise_tensorize_val() -> None:
+    from pokegen.errors import ParamsError
+
+    model = GAN(GANConfig(channels=8, latent_dim=8), colors=6, size=8)
+    data = toy_sprites()
+    with pytest.raises(ParamsError, match=r"at least 2 validation sprites.*got 1; raise tensorize.val"):
+        model.fit(data[:40], data[40:41], TrainSettings(epochs=1, batch_size=16), FitContext(palette=toy_palette()))
+
+
 def test_diffaugment_moves_and_paints_in_the_background_color_and_lets_gradients_through() -> None:
     from pokegen.plugins.gan.model import cutout, translate
 

@@ -19,7 +19,7 @@ import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -55,7 +55,8 @@ class TorchModel(GenerativeModel):
 
     module: nn.Module
     settings: TrainSettings  # set by the training loop before the first step
-    monitor: ClassVar[str | None] = "val_bits_per_pixel"  # lower is better; None: no early stopping, keep the last epoch
+    monitor: ClassVar[str | None] = "val_bits_per_pixel"  # the figure the best epoch is chosen on; None: keep the last epoch
+    monitor_mode: ClassVar[Literal["min", "max"]] = "min"  # min: lower is better (bits/pixel); max: higher (an F1)
     train_settings: ClassVar[frozenset[str]] = TRAIN_SETTINGS - ALWAYS_ACCEPTED  # this loop reads them all
 
     def optimizers(self, settings: TrainSettings) -> list[torch.optim.Optimizer]:
@@ -162,7 +163,7 @@ def run_training(model: TorchModel, train: np.ndarray, val: np.ndarray, settings
                     f"{model.monitor!r}, the figure {type(model).__name__}.monitor names for early stopping and the best epoch; "
                     "return it from validation_metrics, or set monitor = None to keep the last epoch"
                 )
-            score = row[model.monitor]
+            score = row[model.monitor] if model.monitor_mode == "min" else -row[model.monitor]  # lower is better below
             if score < best_score:
                 best_score, best_state, best_epoch, stale = score, copy.deepcopy(model.module.state_dict()), epoch + 1, 0
             else:
