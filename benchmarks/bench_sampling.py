@@ -2,9 +2,14 @@
 
 For each model, 256 sprites drawn at each setting from the same trained weights and seed, scored by the
 evaluation's own precision/recall/coverage and C2ST against the held-out sprites; the grids are written
-beside for looking at. Run from a reproduced repository (after `dvc repro`):
+beside for looking at. `same` is the share of neighbouring pixel pairs of one color (how flat the sprites
+are), `stray` the share of pixels none of whose four neighbours has their color (the speckle); both are
+printed for the real test sprites first. Run from a reproduced repository (after `dvc repro`):
 
-    python benchmarks/bench_sampling.py [--models pixelrnn,transformer] [--out sampling-grids]
+    python benchmarks/bench_sampling.py [--models pixelrnn,transformer] [--seeds 0,1,2] [--settings 1.2,0.005,1] [--out sampling-grids]
+
+Precision and recall are taken against the validation sprites too (val P, val R): choose a default on
+those, and read the test figures as what it gives.
 """
 
 from __future__ import annotations
@@ -22,8 +27,23 @@ from pokegen.evaluation import classifier_two_sample_accuracy, distribution_metr
 from pokegen.images import palette_grid
 from pokegen.layout import Layout
 
-# (temperature, epsilon, top-p): the default first
-SETTINGS = [(1.0, 0.0, 1.0), (0.9, 0.0, 1.0), (0.8, 0.0, 1.0), (1.0, 0.005, 1.0), (1.0, 0.02, 1.0), (1.0, 0.0, 0.9)]
+# (temperature, epsilon, top-p): the full distribution first, the baseline
+SETTINGS = [
+    (1.0, 0.0, 1.0), (0.9, 0.0, 1.0), (0.8, 0.0, 1.0), (1.1, 0.0, 1.0), (1.15, 0.0, 1.0), (1.2, 0.0, 1.0),
+    (1.0, 0.005, 1.0), (1.0, 0.02, 1.0), (1.2, 0.005, 1.0), (1.0, 0.0, 0.9),
+]  # fmt: skip
+
+
+def same_color_share(images: np.ndarray) -> float:
+    """The share of horizontally and vertically neighbouring pixel pairs that have one color."""
+    return float(((images[:, :, 1:] == images[:, :, :-1]).mean() + (images[:, 1:] == images[:, :-1]).mean()) / 2)
+
+
+def stray_share(images: np.ndarray) -> float:
+    """The share of inner pixels whose color none of their four neighbours has: the speckle."""
+    inner = images[:, 1:-1, 1:-1]
+    alone = (inner != images[:, :-2, 1:-1]) & (inner != images[:, 2:, 1:-1]) & (inner != images[:, 1:-1, :-2]) & (inner != images[:, 1:-1, 2:])
+    return float(alone.mean())
 
 
 def nucleus(probabilities: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -36,18 +56,22 @@ def nucleus(probabilities: torch.Tensor, top_p: float) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="pixelrnn,transformer")
+    parser.add_argument("--seeds", default="0", help="sampling seeds, each a row per setting")
+    parser.add_argument("--settings", help="temperature,epsilon,top-p;... instead of the built-in list")
     parser.add_argument("--out", type=Path, default=Path("sampling-grids"))
     args = parser.parse_args()
     layout = Layout(Path("."))
     dataset = SpriteDataset.load(layout.dataset)
-    test, palette = dataset.splits["test"], dataset.palette
+    test, val, palette = dataset.splits["test"], dataset.splits["val"], dataset.palette
+    settings = [tuple(map(float, item.split(","))) for item in args.settings.split(";")] if args.settings else SETTINGS
     held_out = np.concatenate([test, dataset.splits["val"]])
     args.out.mkdir(exist_ok=True)
-    print(f"{'model':<12}{'temperature':>12}{'epsilon':>8}{'top-p':>6}{'precision':>10}{'recall':>8}{'coverage':>9}{'C2ST':>7}")
+    print(f"real test sprites: same {same_color_share(test):.3f} stray {stray_share(test):.3f}")
+    print(f"{'model':<12}{'temperature':>12}{'epsilon':>8}{'top-p':>6}{'seed':>5}{'precision':>10}{'recall':>8}{'coverage':>9}{'C2ST':>7}{'same':>7}{'stray':>7}{'val P':>7}{'val R':>7}")
     for name in args.models.split(","):
         model = load_checkpoint(layout.model_dir(name))
         model.module.eval()
-        for temperature, epsilon, top_p in SETTINGS:
+        for (temperature, epsilon, top_p), seed in ((setting, int(seed)) for setting in settings for seed in args.seeds.split(",")):
             step = model.make_step(256)
             if top_p < 1:  # wrap the step: draw() then truncates nothing more (epsilon 0)
                 inner = step
@@ -56,13 +80,18 @@ def main() -> None:
                     probabilities = nucleus(torch.softmax(inner(neighbours, position) / temperature, -1), top_p)
                     return torch.log(probabilities.clamp_min(1e-30)) * temperature
 
-            generator = torch.Generator().manual_seed(0)
+            generator = torch.Generator().manual_seed(seed)
             samples, _ = draw(step, 256, test.shape[1], len(palette), temperature=temperature, epsilon=epsilon, generator=generator)
             samples = samples.numpy().astype(np.uint8)
             found = distribution_metrics(samples, test, palette, 5)
             c2st, _ = classifier_two_sample_accuracy(samples, held_out, palette, 0)
-            print(f"{name:<12}{temperature:>12}{epsilon:>8}{top_p:>6}{found['precision']:>10.3f}{found['recall']:>8.3f}{found['coverage']:>9.3f}{c2st:>7.3f}")
-            palette_grid(samples[:64], palette, columns=8, scale=4).save(args.out / f"{name}-t{temperature}-e{epsilon}-p{top_p}.png")
+            on_val = distribution_metrics(samples, val, palette, 5)
+            print(
+                f"{name:<12}{temperature:>12}{epsilon:>8}{top_p:>6}{seed:>5}{found['precision']:>10.3f}{found['recall']:>8.3f}"
+                f"{found['coverage']:>9.3f}{c2st:>7.3f}{same_color_share(samples):>7.3f}{stray_share(samples):>7.3f}"
+                f"{on_val['precision']:>7.3f}{on_val['recall']:>7.3f}"
+            )
+            palette_grid(samples[:64], palette, columns=8, scale=4).save(args.out / f"{name}-t{temperature}-e{epsilon}-p{top_p}-s{seed}.png")
 
 
 if __name__ == "__main__":

@@ -24,9 +24,6 @@ from pokegen.plugin import Resources
 
 
 class TransformerConfig(RasterSampling):
-    temperature: float = Field(
-        1.1, gt=0, description="sampling temperature; at 1.0 its sprites come out too flat and too big (precision 0.55, not 0.73)"
-    )
     width: int = Field(128, ge=8, description="embedding size of every position")
     layers: int = Field(4, ge=1, description="Transformer blocks")
     heads: int = Field(4, ge=1, description="attention heads (must divide width)")
