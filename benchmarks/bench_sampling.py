@@ -23,7 +23,8 @@ import torch
 from pokegen.artifacts import SpriteDataset
 from pokegen.autoregressive import draw
 from pokegen.checkpoint import load_checkpoint
-from pokegen.evaluation import classifier_two_sample_accuracy, distribution_metrics
+from pokegen.evaluation import classifier_two_sample_accuracy
+from pokegen.stats import distribution_metrics
 from pokegen.images import palette_grid
 from pokegen.layout import Layout
 

@@ -24,7 +24,6 @@ from pokegen.evaluation import (
     completion_masks,
     completion_metrics,
     cover_mask,
-    distribution_metrics,
     evaluate,
     latent_grid_codes,
     likelihood_metrics,
@@ -35,6 +34,7 @@ from pokegen.images import COVER_RGB, GUTTER_RGB
 from pokegen.layout import Layout
 from pokegen.params import EvaluateParams, LatentGridParams
 from pokegen.plugin import FitResult, GenerativeModel
+from pokegen.stats import distribution_metrics
 from pokegen.tensorize import data_card
 from pokegen.testing import toy_sprites
 

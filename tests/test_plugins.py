@@ -445,7 +445,7 @@ def test_a_higher_is_better_monitor_keeps_the_epoch_of_the_highest_figure_and_it
 
 
 def test_the_gan_keeps_the_epoch_whose_samples_match_the_validation_sprites_best() -> None:
-    from pokegen.evaluation import distribution_metrics
+    from pokegen.stats import distribution_metrics
 
     data, palette = toy_sprites(count=96), toy_palette()
     torch.manual_seed(0)

@@ -40,9 +40,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from pokegen.errors import ParamsError
-from pokegen.evaluation import distribution_metrics
 from pokegen.params import EvaluateParams
 from pokegen.plugin import FitContext, FitResult, Resources, TrainSettings
+from pokegen.stats import distribution_metrics
 from pokegen.training import PluginContractError, TorchModel, TrainingDiverged
 
 

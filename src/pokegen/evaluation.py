@@ -7,7 +7,7 @@
     distribution   palette histogram divergence and k-NN precision/recall/density/coverage
                    (Kynkäänniemi et al. 2019; Naeem et al. 2020, via the `prdc` package)
 
-The feature space of the k-NN metrics and of the C_T cells is fixed and needs no network (see features):
+The feature space of the k-NN metrics and of the C_T cells is fixed and needs no network (pokegen.stats.features):
 the sprite's RGB averaged over a 5x5 grid of blocks, plus how often neighbouring pixels share a color.
 Raw pixels would not do: uniform noise averages to the middle of pixel space, inside every real sprite's
 k-NN ball, while the neighbour-agreement features put it (and pixel-independent baselines) far away.
@@ -15,8 +15,6 @@ k-NN ball, while the neighbour-agreement features put it (and pixel-independent 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import time
 from dataclasses import dataclass
@@ -32,29 +30,10 @@ from pokegen.errors import ParamsError
 from pokegen.params import EvaluateParams, LatentGridParams
 from pokegen.images import completion_picture, pairs_picture, palette_grid
 from pokegen.plugin import ACTIVE_CODE_NATS, GenerativeModel, bits_per_pixel
-from pokegen.stats import palette_js_divergence
+from pokegen.stats import distribution_metrics, features
 
-NEIGHBOUR_WEIGHT = 8.0  # so the two neighbour-agreement features count about as much as the 75 layout values
-FEATURE_SPACE = (
-    "RGB / 255 averaged over square blocks of S//5 pixels (a 5x5 grid, 75 values, for 20x20 sprites), plus the "
-    f"shares of horizontally and of vertically adjacent pixel pairs of the same color, each times {NEIGHBOUR_WEIGHT:g}; "
-    "Euclidean distance"
-)
 COPYING_Z = -3.0  # C_T below this (a z-score) flags a model as copying its training sprites
 MIN_CELL_SHARE = 0.05  # a C_T cell counts when it holds at least this share of the samples (the paper's tau)
-
-
-def features(images: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """The fixed feature space (FEATURE_SPACE) of palette images (n, S, S): (n, 3 * cells**2 + 2) float32."""
-    count, size, _ = images.shape
-    block = max(1, size // 5)
-    cut = (size // block) * block
-    rgb = palette[images[:, :cut, :cut]].astype(np.float32) / 255.0
-    cells = cut // block
-    layout = rgb.reshape(count, cells, block, cells, block, 3).mean(axis=(2, 4)).reshape(count, -1)
-    across = (images[:, :, 1:] == images[:, :, :-1]).mean(axis=(1, 2))
-    down = (images[:, 1:, :] == images[:, :-1, :]).mean(axis=(1, 2))
-    return np.hstack([layout, NEIGHBOUR_WEIGHT * across[:, None], NEIGHBOUR_WEIGHT * down[:, None]]).astype(np.float32)
 
 
 def cover_mask(count: int, size: int, cover: float) -> np.ndarray:
@@ -210,15 +189,6 @@ def novelty_metrics(samples: np.ndarray, train: np.ndarray, test: np.ndarray, pa
         "copying": bool(ct is not None and ct < COPYING_Z),
     }
     return metrics, nearest
-
-
-def distribution_metrics(samples: np.ndarray, reference: np.ndarray, palette: np.ndarray, nearest_k: int) -> dict:
-    """Palette histogram divergence and k-NN precision/recall/density/coverage of samples against reference."""
-    from prdc import compute_prdc
-
-    with contextlib.redirect_stdout(io.StringIO()):  # prdc prints its input sizes
-        prdc = compute_prdc(features(reference, palette), features(samples, palette), nearest_k)
-    return {"palette_js": palette_js_divergence(samples, reference, len(palette)), **{key: float(value) for key, value in prdc.items()}}
 
 
 C2ST_FOLDS = 5

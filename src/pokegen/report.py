@@ -12,8 +12,9 @@ import io
 import json
 from dataclasses import dataclass, field
 
-from pokegen.evaluation import FEATURE_SPACE, cover_key, mask_key
+from pokegen.evaluation import cover_key, mask_key
 from pokegen.plugin import ALWAYS_ACCEPTED
+from pokegen.stats import FEATURE_SPACE
 
 IMAGES = "images"
 PICTURE_TITLES = {
