@@ -42,7 +42,7 @@ from torch import nn
 from pokegen.errors import ParamsError
 from pokegen.params import EvaluateParams
 from pokegen.plugin import FitContext, FitResult, Resources, TrainSettings
-from pokegen.stats import distribution_metrics
+from pokegen.stats import distribution_metrics, f1_score
 from pokegen.training import PluginContractError, TorchModel, TrainingDiverged
 
 
@@ -225,7 +225,7 @@ class GAN(TorchModel):
         precision, recall = found["precision"], found["recall"]
         return {
             "val_precision": precision, "val_recall": recall,
-            "val_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+            "val_f1": f1_score(precision, recall),
             "val_palette_js": found["palette_js"], "sample_diversity": diversity,
         }  # fmt: skip
 

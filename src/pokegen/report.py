@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pokegen.evaluation import cover_key, mask_key
 from pokegen.plugin import ALWAYS_ACCEPTED
-from pokegen.stats import FEATURE_SPACE
+from pokegen.stats import FEATURE_SPACE, f1_score
 
 IMAGES = "images"
 PICTURE_TITLES = {
@@ -92,8 +92,7 @@ def metrics_table(entries: list[Entry], covers: list[float], masks: list[str] = 
 
 
 def _f1(entry: Entry) -> float:
-    precision, recall = _get(entry.metrics, "distribution", "precision") or 0.0, _get(entry.metrics, "distribution", "recall") or 0.0
-    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return f1_score(_get(entry.metrics, "distribution", "precision") or 0.0, _get(entry.metrics, "distribution", "recall") or 0.0)
 
 
 def best_first(entries: list[Entry]) -> list[Entry]:

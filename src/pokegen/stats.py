@@ -53,3 +53,8 @@ def distribution_metrics(samples: np.ndarray, reference: np.ndarray, palette: np
     with contextlib.redirect_stdout(io.StringIO()):  # prdc prints its input sizes
         prdc = compute_prdc(features(reference, palette), features(samples, palette), nearest_k)
     return {"palette_js": palette_js_divergence(samples, reference, len(palette)), **{key: float(value) for key, value in prdc.items()}}
+
+
+def f1_score(precision: float, recall: float) -> float:
+    """The harmonic mean of precision and recall (0 when both are 0): how the report ranks, and the GAN picks its epoch."""
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
