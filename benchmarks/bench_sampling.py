@@ -3,10 +3,13 @@
 For each model, 256 sprites drawn at each setting from the same trained weights and seed, scored by the
 evaluation's own precision/recall/coverage and C2ST against the held-out sprites; the grids are written
 beside for looking at. `same` is the share of neighbouring pixel pairs of one color (how flat the sprites
-are), `stray` the share of pixels none of whose four neighbours has their color (the speckle); both are
-printed for the real test sprites first. Run from a reproduced repository (after `dvc repro`):
+are), `stray` the share of pixels none of whose four neighbours has their color, `lone` the share of
+pixels whose four neighbours share one other color (a lone pixel in a flat region: the speckle an eye
+sees; evaluate@MODEL's lone_pixels); all three are printed for the real test sprites first. Run from a reproduced repository (after `dvc repro`):
 
-    python benchmarks/bench_sampling.py [--models pixelrnn,transformer] [--seeds 0,1,2] [--settings 1.2,0.005,1] [--out sampling-grids]
+    python benchmarks/bench_sampling.py [--models pixelrnn,transformer] [--seeds 0,1,2] [--settings 1.2,0.005,1[,0.05]] [--out sampling-grids]
+
+A setting is temperature, epsilon, top-p and optionally min-p (0: none).
 
 Precision and recall are taken against the validation sprites too (val P, val R): choose a default on
 those, and read the test figures as what it gives.
@@ -23,12 +26,12 @@ import torch
 from pokegen.artifacts import SpriteDataset
 from pokegen.autoregressive import draw
 from pokegen.checkpoint import load_checkpoint
-from pokegen.evaluation import classifier_two_sample_accuracy
+from pokegen.evaluation import classifier_two_sample_accuracy, lone_pixel_share
 from pokegen.stats import distribution_metrics
 from pokegen.images import palette_grid
 from pokegen.layout import Layout
 
-# (temperature, epsilon, top-p): the full distribution first, the baseline
+# (temperature, epsilon, top-p[, min-p]): the full distribution first, the baseline
 SETTINGS = [
     (1.0, 0.0, 1.0), (0.9, 0.0, 1.0), (0.8, 0.0, 1.0), (1.1, 0.0, 1.0), (1.15, 0.0, 1.0), (1.2, 0.0, 1.0),
     (1.0, 0.005, 1.0), (1.0, 0.02, 1.0), (1.2, 0.005, 1.0), (1.0, 0.0, 0.9),
@@ -54,31 +57,42 @@ def nucleus(probabilities: torch.Tensor, top_p: float) -> torch.Tensor:
     return probabilities * kept / (probabilities * kept).sum(-1, keepdim=True)
 
 
+def min_p(probabilities: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Min-p (Nguyen et al. 2024), for comparison only: the colors at least ``fraction`` times as likely as the likeliest."""
+    kept = probabilities >= fraction * probabilities.max(-1, keepdim=True).values
+    return probabilities * kept / (probabilities * kept).sum(-1, keepdim=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="pixelrnn,transformer")
     parser.add_argument("--seeds", default="0", help="sampling seeds, each a row per setting")
-    parser.add_argument("--settings", help="temperature,epsilon,top-p;... instead of the built-in list")
+    parser.add_argument("--settings", help="temperature,epsilon,top-p[,min-p];... instead of the built-in list")
     parser.add_argument("--out", type=Path, default=Path("sampling-grids"))
     args = parser.parse_args()
     layout = Layout(Path("."))
     dataset = SpriteDataset.load(layout.dataset)
     test, val, palette = dataset.splits["test"], dataset.splits["val"], dataset.palette
     settings = [tuple(map(float, item.split(","))) for item in args.settings.split(";")] if args.settings else SETTINGS
+    settings = [(*setting, 0.0)[:4] for setting in settings]  # min-p 0 where left out
     held_out = np.concatenate([test, dataset.splits["val"]])
     args.out.mkdir(exist_ok=True)
-    print(f"real test sprites: same {same_color_share(test):.3f} stray {stray_share(test):.3f}")
-    print(f"{'model':<12}{'temperature':>12}{'epsilon':>8}{'top-p':>6}{'seed':>5}{'precision':>10}{'recall':>8}{'coverage':>9}{'C2ST':>7}{'same':>7}{'stray':>7}{'val P':>7}{'val R':>7}")
+    print(f"real test sprites: same {same_color_share(test):.3f} stray {stray_share(test):.3f} lone {lone_pixel_share(test):.4f}")
+    print(
+        f"{'model':<12}{'temperature':>12}{'epsilon':>8}{'top-p':>6}{'min-p':>6}{'seed':>5}{'precision':>10}{'recall':>8}"
+        f"{'coverage':>9}{'C2ST':>7}{'same':>7}{'stray':>7}{'lone':>8}{'val P':>7}{'val R':>7}"
+    )
     for name in args.models.split(","):
         model = load_checkpoint(layout.model_dir(name))
         model.module.eval()
-        for (temperature, epsilon, top_p), seed in ((setting, int(seed)) for setting in settings for seed in args.seeds.split(",")):
+        for (temperature, epsilon, top_p, fraction), seed in ((setting, int(seed)) for setting in settings for seed in args.seeds.split(",")):
             step = model.make_step(256)
-            if top_p < 1:  # wrap the step: draw() then truncates nothing more (epsilon 0)
+            if top_p < 1 or fraction > 0:  # wrap the step: draw() then truncates nothing more (epsilon 0)
                 inner = step
 
-                def step(neighbours, position, inner=inner, top_p=top_p):
-                    probabilities = nucleus(torch.softmax(inner(neighbours, position) / temperature, -1), top_p)
+                def step(neighbours, position, inner=inner, top_p=top_p, fraction=fraction):
+                    probabilities = torch.softmax(inner(neighbours, position) / temperature, -1)
+                    probabilities = min_p(nucleus(probabilities, top_p), fraction)
                     return torch.log(probabilities.clamp_min(1e-30)) * temperature
 
             generator = torch.Generator().manual_seed(seed)
@@ -88,11 +102,11 @@ def main() -> None:
             c2st, _ = classifier_two_sample_accuracy(samples, held_out, palette, 0)
             on_val = distribution_metrics(samples, val, palette, 5)
             print(
-                f"{name:<12}{temperature:>12}{epsilon:>8}{top_p:>6}{seed:>5}{found['precision']:>10.3f}{found['recall']:>8.3f}"
+                f"{name:<12}{temperature:>12}{epsilon:>8}{top_p:>6}{fraction:>6}{seed:>5}{found['precision']:>10.3f}{found['recall']:>8.3f}"
                 f"{found['coverage']:>9.3f}{c2st:>7.3f}{same_color_share(samples):>7.3f}{stray_share(samples):>7.3f}"
-                f"{on_val['precision']:>7.3f}{on_val['recall']:>7.3f}"
+                f"{lone_pixel_share(samples):>8.4f}{on_val['precision']:>7.3f}{on_val['recall']:>7.3f}"
             )
-            palette_grid(samples[:64], palette, columns=8, scale=4).save(args.out / f"{name}-t{temperature}-e{epsilon}-p{top_p}-s{seed}.png")
+            palette_grid(samples[:64], palette, columns=8, scale=4).save(args.out / f"{name}-t{temperature}-e{epsilon}-p{top_p}-m{fraction}-s{seed}.png")
 
 
 if __name__ == "__main__":

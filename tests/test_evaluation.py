@@ -27,6 +27,7 @@ from pokegen.evaluation import (
     evaluate,
     latent_grid_codes,
     likelihood_metrics,
+    lone_pixel_share,
     nearest_hamming,
     novelty_metrics,
 )
@@ -117,6 +118,32 @@ def test_the_two_sample_classifier_cannot_tell_real_from_real_and_spots_noise(co
     assert classifier_two_sample_accuracy(noise, held_out, course.palette, seed=0)[0] >= 0.95
     blobs = np.repeat(np.repeat(course.splits["train"][:, ::4, ::4], 4, axis=1), 4, axis=2)  # real colors, 4x4 blocks
     assert classifier_two_sample_accuracy(blobs, held_out, course.palette, seed=0)[0] >= 0.8, "blocky sprites are told apart"
+
+
+def test_lone_pixels_count_a_pixel_alone_in_a_flat_region_and_not_a_line() -> None:
+    flat = np.zeros((1, 5, 5), dtype=np.uint8)
+    assert lone_pixel_share(flat) == 0.0
+    speck = flat.copy()
+    speck[0, 2, 2] = 7
+    assert lone_pixel_share(speck) == pytest.approx(1 / 9), "one of the 3x3 inner pixels"
+    line = flat.copy()
+    line[0, 2, 1:4] = 7  # an outline piece: each of its pixels has a neighbour of its color
+    assert lone_pixel_share(line) == 0.0
+    checkerboard = (np.indices((5, 5)).sum(axis=0) % 2).astype(np.uint8)[None]
+    assert lone_pixel_share(checkerboard) == 1.0
+    border = flat.copy()
+    border[0, 0, 0] = 7  # on the edge: not inner, not counted
+    assert lone_pixel_share(border) == 0.0
+
+
+@pytest.mark.slow
+def test_real_sprites_have_few_lone_pixels_and_salt_shows(course: SpriteDataset) -> None:
+    real = course.splits["train"]
+    clean = lone_pixel_share(real)
+    assert 0 < clean < 0.015, clean
+    rng = np.random.default_rng(0)
+    salted = np.where(rng.random(real.shape) < 0.05, rng.integers(0, len(course.palette), real.shape), real).astype(np.uint8)
+    assert lone_pixel_share(salted) > 1.5 * clean, "5% of the pixels salted with random colors speckle the flat regions"
 
 
 @pytest.mark.slow
@@ -361,6 +388,11 @@ def test_the_report_lists_every_model_and_baselines_and_its_images_load_in_a_bro
     assert by_name["vae"][header.index("test bits/pixel")] == f"{vae['likelihood']['bits_per_pixel']:.3f}"
     assert by_name["vae"][header.index("precision")] == f"{vae['distribution']['precision']:.3f}"
     assert by_name["vae"][header.index("C2ST accuracy")] == f"{vae['distribution']['c2st_accuracy']:.3f}"
+    lone = [column for column in header if column.startswith("lone pixels")]
+    real_share = lone_pixel_share(dataset.splits["test"])
+    assert lone == [f"lone pixels (real {real_share:.3f})"], "the real test sprites' share heads the column"
+    assert by_name["vae"][header.index(lone[0])] == f"{vae['distribution']['lone_pixels']:.3f}"
+    assert vae["distribution"]["lone_pixels_real"] == real_share
     assert by_name["vae"][header.index("code dims in use")] == f"{vae['likelihood']['code_dims_in_use']} of 10"
     assert by_name["gan"][header.index("code dims in use")] == "—", "no code to collapse"
     transformer = json.loads(layout.evaluation_metrics("transformer").read_text())
