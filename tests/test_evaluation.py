@@ -391,6 +391,8 @@ def test_the_report_lists_every_model_and_baselines_and_its_images_load_in_a_bro
     lone = [column for column in header if column.startswith("lone pixels")]
     real_share = lone_pixel_share(dataset.splits["test"])
     assert lone == [f"lone pixels (real {real_share:.3f})"], "the real test sprites' share heads the column"
+    assert header[:7] == ["model", "likelihood", "test bits/pixel", "precision", "recall", "C2ST accuracy", lone[0]], "the headline figures first"
+    assert all(len(row) == len(header) for row in body)
     assert by_name["vae"][header.index(lone[0])] == f"{vae['distribution']['lone_pixels']:.3f}"
     assert vae["distribution"]["lone_pixels_real"] == real_share
     assert by_name["vae"][header.index("code dims in use")] == f"{vae['likelihood']['code_dims_in_use']} of 10"

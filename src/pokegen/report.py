@@ -70,23 +70,27 @@ def _number(value) -> str:
 
 
 def metrics_table(entries: list[Entry], covers: list[float], masks: list[str] = ()) -> Table:
-    """Rows of figures as they appear in each evaluation/NAME/metrics.json, rounded to 3 decimals."""
-    headers = ["model", "likelihood", "test bits/pixel", "ELBO bits/pixel"]
+    """Rows of figures as they appear in each evaluation/NAME/metrics.json, rounded to 3 decimals; the headline figures
+    first, so a page narrower than the table still shows them."""
+    real = next((value for entry in entries if (value := _get(entry.metrics, "distribution", "lone_pixels_real")) is not None), None)
+    lone = "lone pixels" if real is None else f"lone pixels (real {real:.3f})"
+    headline = ("precision", "recall", "c2st_accuracy", "lone_pixels")
+    headers = ["model", "likelihood", "test bits/pixel", "precision", "recall", "C2ST accuracy", lone, "ELBO bits/pixel"]
     for cover in covers:
         headers += [f"completion {cover:.0%} accuracy", f"completion {cover:.0%} bits/pixel"]
     headers += [f"fill {shape} accuracy" for shape in masks]
-    real = next((value for entry in entries if (value := _get(entry.metrics, "distribution", "lone_pixels_real")) is not None), None)
-    lone = "lone pixels" if real is None else f"lone pixels (real {real:.3f})"
-    headers += ["exact copies", "near copies", "C_T", "palette JS", "precision", "recall", "density", "coverage", "C2ST accuracy", lone, "code dims in use"]
+    headers += ["exact copies", "near copies", "C_T", "palette JS", "density", "coverage", "code dims in use"]
     rows = []
     for entry in entries:
         m = entry.metrics
-        row = [entry.name, _get(m, "likelihood", "kind") or "none", _number(_get(m, "likelihood", "bits_per_pixel")), _number(_get(m, "likelihood", "elbo_bits_per_pixel"))]
+        row = [entry.name, _get(m, "likelihood", "kind") or "none", _number(_get(m, "likelihood", "bits_per_pixel"))]
+        row += [_number(_get(m, "distribution", key)) for key in headline]
+        row.append(_number(_get(m, "likelihood", "elbo_bits_per_pixel")))
         for cover in covers:
             row += [_number(_get(m, "completion", cover_key(cover), "accuracy")), _number(_get(m, "completion", cover_key(cover), "bits_per_pixel"))]
         row += [_number(_get(m, "completion", mask_key(shape), "accuracy")) for shape in masks]
         row += [_number(_get(m, "novelty", key)) for key in ("samples_exact_copies", "samples_near_copies", "data_copying_ct")]
-        row += [_number(_get(m, "distribution", key)) for key in ("palette_js", "precision", "recall", "density", "coverage", "c2st_accuracy", "lone_pixels")]
+        row += [_number(_get(m, "distribution", key)) for key in ("palette_js", "density", "coverage")]
         in_use, dims = _get(m, "likelihood", "code_dims_in_use"), _get(m, "likelihood", "code_dims")
         row.append(MISSING if in_use is None else f"{in_use} of {dims}")
         rows.append(row)
