@@ -5,7 +5,8 @@ evaluation's own precision/recall/coverage and C2ST against the held-out sprites
 beside for looking at. `same` is the share of neighbouring pixel pairs of one color (how flat the sprites
 are), `stray` the share of pixels none of whose four neighbours has their color, `lone` the share of
 pixels whose four neighbours share one other color (a lone pixel in a flat region: the speckle an eye
-sees; evaluate@MODEL's lone_pixels); all three are printed for the real test sprites first. Run from a reproduced repository (after `dvc repro`):
+sees; evaluate@MODEL's lone_pixels); all three are printed for the real test sprites first. Run from a
+reproduced repository (after `dvc repro`):
 
     python benchmarks/bench_sampling.py [--models pixelrnn,transformer] [--seeds 0,1,2] [--settings 1.2,0.005,1[,0.05]] [--out sampling-grids]
 
@@ -44,7 +45,7 @@ def same_color_share(images: np.ndarray) -> float:
 
 
 def stray_share(images: np.ndarray) -> float:
-    """The share of inner pixels whose color none of their four neighbours has: the speckle."""
+    """The share of inner pixels whose color none of their four neighbours has (outline corners and shading count too)."""
     inner = images[:, 1:-1, 1:-1]
     alone = (inner != images[:, :-2, 1:-1]) & (inner != images[:, 2:, 1:-1]) & (inner != images[:, 1:-1, :-2]) & (inner != images[:, 1:-1, 2:])
     return float(alone.mean())
