@@ -463,6 +463,18 @@ def test_the_gan_keeps_the_epoch_whose_samples_match_the_validation_sprites_best
     assert (again["precision"], again["recall"]) == (best["val_precision"], best["val_recall"])
 
 
+def test_a_gan_sprites_code_sets_a_color_preference_shared_by_all_its_pixels() -> None:
+    model = GAN(GANConfig(channels=8, latent_dim=8), colors=6, size=8)
+    generator = model.module.generator
+    with torch.no_grad():  # silence the convolutions: what is left is the per-sprite palette preference
+        generator.net[-1].weight.zero_()
+        generator.net[-1].bias.zero_()
+    codes = torch.randn((32, 8), generator=torch.Generator().manual_seed(0))
+    colors = generator(codes).argmax(dim=1)  # (32, 8, 8)
+    assert (colors == colors[:, :1, :1]).all(), "every pixel of a sprite gets its code's preferred color"
+    assert len(torch.unique(colors[:, 0, 0])) >= 3, "different codes prefer different colors"
+
+
 def test_a_gan_with_one_validation_sprite_is_told_to_raise_tensorize_val() -> None:
     from pokegen.errors import ParamsError
 
