@@ -397,6 +397,24 @@ def test_a_checkpoint_an_older_plugin_wrote_is_refused_with_the_fix(tmp_path: Pa
     assert "dvc repro train@pixelrnn" in message
 
 
+def test_weights_an_older_network_wrote_are_refused_with_the_fix(tmp_path: Path) -> None:
+    from safetensors.torch import load, save
+
+    from pokegen.checkpoint import WEIGHTS, save_checkpoint
+    from pokegen.errors import DataError
+
+    model = GAN(GANConfig(channels=8, latent_dim=8), colors=6, size=8)
+    save_checkpoint(model, tmp_path, data_sha256="0" * 64, summary={})
+    tensors = load((tmp_path / WEIGHTS).read_bytes())
+    del tensors["generator.palette_bias.weight"]  # as a GAN from before the palette preference saved it
+    (tmp_path / WEIGHTS).write_bytes(save(tensors))
+    with pytest.raises(DataError) as info:
+        load_checkpoint(tmp_path)
+    message = str(info.value)
+    assert f"{tmp_path / WEIGHTS}: its weights do not fit the installed gan plugin's network" in message
+    assert "generator.palette_bias.weight" in message and "dvc repro train@gan" in message
+
+
 class _Scripted(PixelRNN):
     """Validation figures set by the test: epoch 2 is the best, epoch 3 the last."""
 

@@ -76,7 +76,7 @@ def read_checkpoint_info(folder: Path) -> dict[str, Any]:
 def load_checkpoint(folder: Path, plugin: type[GenerativeModel] | None = None) -> GenerativeModel:
     """Rebuild the model saved in ``folder``: plugin from the registry (or ``plugin``), config validated, weights loaded.
 
-    Raises DataError when the checkpoint's config no longer fits the installed plugin (another version wrote it)."""
+    Raises DataError when the checkpoint's config or weights no longer fit the installed plugin (another version wrote it)."""
     record = read_checkpoint_info(folder)
     plugin = plugin or get_plugin(record["plugin"], key=f"{folder / CHECKPOINT_JSON}: plugin")
     try:
@@ -93,5 +93,13 @@ def load_checkpoint(folder: Path, plugin: type[GenerativeModel] | None = None) -
         tensors = load_tensors((folder / WEIGHTS).read_bytes())
     except (OSError, SafetensorError) as exc:
         raise DataError(f"{folder / WEIGHTS}: unreadable ({exc}); train the model again") from None
-    model.load_state(tensors)
+    try:
+        model.load_state(tensors)
+    except (RuntimeError, KeyError, ValueError) as exc:  # torch: missing or unexpected tensors, other shapes
+        detail = " ".join(str(exc).split())
+        raise DataError(
+            f"{folder / WEIGHTS}: its weights do not fit the installed {record['plugin']} plugin's network ({detail[:300]}); "
+            f"it was written by {record.get('distribution', '?')} {record.get('version', '?')}. "
+            f"Re-train it: dvc repro train@{record['plugin']}"
+        ) from None
     return model
