@@ -73,6 +73,11 @@ def read_checkpoint_info(folder: Path) -> dict[str, Any]:
     return record
 
 
+def _retrain(record: dict[str, Any]) -> str:
+    """What a checkpoint another version of its plugin wrote needs: who wrote it, and the command that re-trains it."""
+    return f"it was written by {record.get('distribution', '?')} {record.get('version', '?')}. Re-train it: dvc repro train@{record['plugin']}"
+
+
 def load_checkpoint(folder: Path, plugin: type[GenerativeModel] | None = None) -> GenerativeModel:
     """Rebuild the model saved in ``folder``: plugin from the registry (or ``plugin``), config validated, weights loaded.
 
@@ -83,11 +88,7 @@ def load_checkpoint(folder: Path, plugin: type[GenerativeModel] | None = None) -
         config = plugin.Config.model_validate(record["config"])
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in error['loc']) or 'config'}: {error['msg']}" for error in exc.errors())
-        raise DataError(
-            f"{folder / CHECKPOINT_JSON}: its config does not fit the installed {record['plugin']} plugin "
-            f"({problems}); it was written by {record.get('distribution', '?')} {record.get('version', '?')}. "
-            f"Re-train it: dvc repro train@{record['plugin']}"
-        ) from None
+        raise DataError(f"{folder / CHECKPOINT_JSON}: its config does not fit the installed {record['plugin']} plugin ({problems}); {_retrain(record)}") from None
     model = plugin(config, record["colors"], record["size"])
     try:
         tensors = load_tensors((folder / WEIGHTS).read_bytes())
@@ -97,9 +98,5 @@ def load_checkpoint(folder: Path, plugin: type[GenerativeModel] | None = None) -
         model.load_state(tensors)
     except (RuntimeError, KeyError, ValueError) as exc:  # torch: missing or unexpected tensors, other shapes
         detail = " ".join(str(exc).split())
-        raise DataError(
-            f"{folder / WEIGHTS}: its weights do not fit the installed {record['plugin']} plugin's network ({detail[:300]}); "
-            f"it was written by {record.get('distribution', '?')} {record.get('version', '?')}. "
-            f"Re-train it: dvc repro train@{record['plugin']}"
-        ) from None
+        raise DataError(f"{folder / WEIGHTS}: its weights do not fit the installed {record['plugin']} plugin's network ({detail[:300]}); {_retrain(record)}") from None
     return model
