@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -460,6 +461,48 @@ def test_a_higher_is_better_monitor_keeps_the_epoch_of_the_highest_figure_and_it
     kept = model.module.state_dict()
     assert all(torch.equal(kept[name], tensor) for name, tensor in model.weights_after[3].items())
     assert not all(torch.equal(kept[name], tensor) for name, tensor in model.weights_after[4].items())
+
+
+class _RecordingSteps(PixelRNN):
+    """Records the weights before and after every training step, and the weights each validation saw."""
+
+    name = "pixelrnn"
+    monitor = None  # keep the last epoch: the average after the last step
+
+    def training_step(self, batch, optimizers, step):
+        self.before_steps.append(copy.deepcopy(self.module.state_dict()))
+        metrics = super().training_step(batch, optimizers, step)
+        self.after_steps.append(copy.deepcopy(self.module.state_dict()))
+        return metrics
+
+    def validation_metrics(self, val, epoch):
+        self.validated.append(copy.deepcopy(self.module.state_dict()))
+        return super().validation_metrics(val, epoch)
+
+
+def test_with_ema_the_moving_average_of_the_weights_is_validated_and_kept_while_training_goes_on_from_the_trained_ones() -> None:
+    torch.manual_seed(0)
+    model = _RecordingSteps(PixelRNNConfig(hidden=8, dropout=0.0), colors=6, size=8)
+    model.before_steps, model.after_steps, model.validated = [], [], []
+    initial = copy.deepcopy(model.module.state_dict())
+    data = toy_sprites()
+    model.fit(data[:40], data[40:], TrainSettings(epochs=2, batch_size=16, lr=0.05, ema=0.5), FitContext())
+    steps_per_epoch = 3  # 40 sprites in batches of 16
+
+    def average(after: int) -> dict[str, torch.Tensor]:  # by hand: a <- 0.5 a + 0.5 w, from the initial weights
+        state = {name: tensor.clone() for name, tensor in initial.items()}
+        for weights in model.after_steps[:after]:
+            state = {name: 0.5 * state[name] + 0.5 * weights[name] for name in state}
+        return state
+
+    def same(a: dict, b: dict) -> bool:
+        return all(torch.allclose(a[name], b[name], atol=1e-6) for name in a)
+
+    assert len(model.after_steps) == 2 * steps_per_epoch and len(model.validated) == 2
+    assert same(model.validated[0], average(steps_per_epoch)), "epoch 1 validates the average of its steps"
+    assert not same(model.validated[0], model.after_steps[steps_per_epoch - 1]), "the average differs from the last step's weights"
+    assert same(model.before_steps[steps_per_epoch], model.after_steps[steps_per_epoch - 1]), "epoch 2 trains on from the trained weights"
+    assert same(model.module.state_dict(), average(2 * steps_per_epoch)), "the average after the last step is kept"
 
 
 def test_the_gan_keeps_the_epoch_whose_samples_match_the_validation_sprites_best() -> None:

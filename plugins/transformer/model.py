@@ -99,8 +99,8 @@ class SpriteTransformer(RasterModel):
     Config = TransformerConfig
     resources = Resources(gpus=0, cpus=2, memory_gb=2)
     # lr 3e-3 reaches in 5 epochs what 1e-3 does in 6 (benchmarks/RESULTS.md); validation stops improving
-    # after 7 epochs, where 712 sprites start to be memorised.
-    train_defaults = {"epochs": 7, "batch_size": 16, "lr": 3e-3, "weight_decay": 0.01, "patience": 2}
+    # after 7 epochs, where 712 sprites start to be memorised. A moving average of the weights (ema) is kept.
+    train_defaults = {"epochs": 7, "batch_size": 16, "lr": 3e-3, "weight_decay": 0.01, "patience": 2, "ema": 0.99}
 
     def __init__(self, config: TransformerConfig, colors: int, size: int) -> None:
         super().__init__(config, colors, size)

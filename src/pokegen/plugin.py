@@ -73,6 +73,11 @@ class TrainSettings(BaseModel):
     grad_clip: float | None = Field(1.0, gt=0, description="clip the gradient norm to this (None: no clipping)")
     patience: int | None = Field(None, ge=1, description="stop after this many epochs without a better validation score")
     seed: int = Field(0, ge=0)
+    ema: float = Field(
+        0.0, ge=0, lt=1,
+        description="decay of a moving average of the weights, updated after every step, that is validated and kept "
+        "in place of the last step's weights (0: none; 0.99: about the last 100 steps)",
+    )  # fmt: skip
     cpu_fallback: bool = Field(False, description="train on the CPU, with a warning, when the GPUs asked for are missing")
 
 
