@@ -50,7 +50,7 @@ def main() -> None:
         started = time.perf_counter()
         rnn.fit(train, val, TrainSettings(epochs=epochs, batch_size=32, lr=0.005, patience=None), FitContext())
         seconds = time.perf_counter() - started
-        print(f"{str(flip):<6}{len(train):>6}{epochs:>7}  {bits(neighbours, test):>10.4f}  {bits(rnn, test):>9.4f}  {seconds:>8.0f}")
+        print(f"{flip!s:<6}{len(train):>6}{epochs:>7}  {bits(neighbours, test):>10.4f}  {bits(rnn, test):>9.4f}  {seconds:>8.0f}")
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ from pokegen.artifacts import SpriteDataset
 from pokegen.autoregressive import draw
 from pokegen.checkpoint import load_checkpoint
 from pokegen.evaluation import classifier_two_sample_accuracy, lone_pixel_share
-from pokegen.stats import distribution_metrics
 from pokegen.images import palette_grid
 from pokegen.layout import Layout
+from pokegen.stats import distribution_metrics
 
 # (temperature, epsilon, top-p[, min-p]): the full distribution first, the baseline
 SETTINGS = [
@@ -91,7 +91,7 @@ def main() -> None:
             if top_p < 1 or fraction > 0:  # wrap the step: draw() then truncates nothing more (epsilon 0)
                 inner = step
 
-                def step(neighbours, position, inner=inner, top_p=top_p, fraction=fraction):
+                def step(neighbours, position, inner=inner, top_p=top_p, fraction=fraction, temperature=temperature):
                     probabilities = torch.softmax(inner(neighbours, position) / temperature, -1)
                     probabilities = min_p(nucleus(probabilities, top_p), fraction)
                     return torch.log(probabilities.clamp_min(1e-30)) * temperature

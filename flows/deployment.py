@@ -30,6 +30,7 @@ from pokegen.errors import ParamsError, PokegenError
 from pokegen.layout import Layout
 from pokegen.params import DeploymentParams, load_params
 
+
 class PrefectServerError(PokegenError):
     """No Prefect API to register a deployment with."""
 
@@ -95,7 +96,7 @@ async def _ensure_work_pool(name: str) -> None:
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
 
 
 def repository_to_clone(root: Path, deployment: DeploymentParams) -> str:
@@ -187,7 +188,7 @@ def code_differences(root: Path) -> list[str]:
     differing: list[str] = []
     for package, folder in CODE_FOLDERS.items():
         spec = importlib.util.find_spec(package)
-        installed, cloned = Path(list(spec.submodule_search_locations)[0]), root / folder
+        installed, cloned = Path(next(iter(spec.submodule_search_locations))), root / folder
         if installed.resolve() == cloned.resolve():
             continue
         nested = {"flows", "plugins"} if package == "pokegen" else set()  # a wheel nests them in pokegen/

@@ -17,6 +17,7 @@ import contextlib
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from dvc.exceptions import DownloadError, DvcException, NotDvcRepoError
 from dvc.lock import LockError
@@ -104,7 +105,7 @@ class PipelineRepo:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def __enter__(self) -> PipelineRepo:
+    def __enter__(self) -> Self:
         with contextlib.ExitStack() as stack:  # undoes what it entered if taking the lock fails
             # DVC resolves some output paths against the working directory, as its CLI always runs in the repo.
             stack.enter_context(contextlib.chdir(self.root))

@@ -30,20 +30,20 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "pokegen")  # core logs show in the Prefect UI...
 logging.getLogger("pokegen").setLevel(logging.INFO)  # ...at INFO: Prefect gives extra loggers handlers, not a level
 
-from pokegen.flows import dvc_stages, results  # noqa: E402
-from pokegen.flows.deployment import check_worker_code  # noqa: E402
-from pokegen.flows.dvc_stages import PlannedStage  # noqa: E402
-from pokegen.flows.runners import placed, task_runner  # noqa: E402
 from prefect import flow, get_client, get_run_logger, task  # noqa: E402
-from prefect.runtime import flow_run  # noqa: E402
 from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.concurrency.sync import concurrency  # noqa: E402
 from prefect.futures import PrefectFuture  # noqa: E402
+from prefect.runtime import flow_run  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from prefect.utilities.asyncutils import run_coro_as_sync  # noqa: E402
 
 from pokegen.errors import PokegenError  # noqa: E402
+from pokegen.flows import dvc_stages, results  # noqa: E402
+from pokegen.flows.deployment import check_worker_code  # noqa: E402
+from pokegen.flows.dvc_stages import PlannedStage  # noqa: E402
+from pokegen.flows.runners import placed, task_runner  # noqa: E402
 from pokegen.layout import Layout  # noqa: E402
 from pokegen.params import ModelSpec, Params, load_models  # noqa: E402
 from pokegen.stages.check import run_check  # noqa: E402
@@ -75,7 +75,7 @@ def _report(params: Params, layout: Layout, specs: dict[str, ModelSpec]) -> dict
 def _shell(stage: str, cmd: str, root: Path) -> None:
     """A stage command of the user's own, run in a shell in the repository as `dvc repro` runs it; its output is logged."""
     log.info("%s: > %s", stage, cmd)
-    result = subprocess.run(cmd, shell=True, cwd=root, capture_output=True, text=True)
+    result = subprocess.run(cmd, shell=True, cwd=root, capture_output=True, text=True, check=False)
     for line in (result.stdout + result.stderr).splitlines():
         log.info("%s: %s", stage, line)
     if result.returncode != 0:

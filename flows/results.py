@@ -115,7 +115,7 @@ class ResultsBranch:
     # -- git ---------------------------------------------------------------------------------------------------
     def _git(self, *args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
         result = subprocess.run(
-            ["git", *args], cwd=self.root, capture_output=True, text=True, env={**os.environ, **(env or {})}
+            ["git", *args], cwd=self.root, capture_output=True, text=True, env={**os.environ, **(env or {})}, check=False
         )
         if check and result.returncode != 0:
             raise RecordError(

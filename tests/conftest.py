@@ -327,7 +327,7 @@ def run(
     cmd: list[str], cwd: Path, env: dict[str, str | None] | None = None, check: bool = True
 ) -> subprocess.CompletedProcess:
     """Run a command with the test's virtual environment first on PATH; output captured as text."""
-    result = subprocess.run(cmd, cwd=cwd, env=child_env(**(env or {})), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cmd, cwd=cwd, env=child_env(**(env or {})), capture_output=True, text=True, timeout=600, check=False)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result

@@ -41,6 +41,12 @@ def test_the_wheel_puts_only_pokegen_into_site_packages(tmp_path: Path) -> None:
     assert "pokegen/flows/pipeline.py" in names and "pokegen/plugins/__init__.py" in names and "pokegen/stages/train.py" in names
 
 
+def test_the_code_passes_the_pinned_linter() -> None:
+    # ruff at the test extra's pin, with pyproject.toml's rules; its report names each file, line and rule.
+    result = run(["ruff", "check", "--no-cache", "--output-format", "concise", "."], REPO_ROOT, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_the_console_command_is_installed() -> None:
     result = run(["pokegen", "--help"], REPO_ROOT)
     assert "stage" in result.stdout and "pipeline" in result.stdout

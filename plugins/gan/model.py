@@ -36,12 +36,11 @@ NaN losses stop training (the core's guard); so does a collapse to near-identica
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 

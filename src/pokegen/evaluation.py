@@ -27,8 +27,8 @@ from sklearn.metrics import pairwise_distances
 
 from pokegen.artifacts import SpriteDataset
 from pokegen.errors import ParamsError
-from pokegen.params import EvaluateParams, LatentGridParams
 from pokegen.images import completion_picture, pairs_picture, palette_grid
+from pokegen.params import EvaluateParams, LatentGridParams
 from pokegen.plugin import ACTIVE_CODE_NATS, GenerativeModel, bits_per_pixel
 from pokegen.stats import distribution_metrics, features
 

@@ -141,5 +141,5 @@ def course_reference(raw: RawData, qp: QuantizeParams, crops: np.ndarray | None)
     course_rgb = palette[indices]
     nearest = match_to_crops(course_rgb, crops)
     reference = reconstruction_error(crops[nearest], course_rgb)
-    reference["matched_sprites"] = int(len(np.unique(nearest)))
+    reference["matched_sprites"] = len(np.unique(nearest))
     return reference

@@ -9,7 +9,6 @@ import numpy as np
 from pokegen.artifacts import SPLITS, QuantizedSprites, SpriteDataset
 from pokegen.errors import DataError
 
-
 FLIPPED = "~flipped"  # the name of a training sprite's mirror image: NAME~flipped
 
 
@@ -46,9 +45,9 @@ def data_card(dataset: SpriteDataset, *, seed: int, quantized_sha256: str, flip:
         "seed": seed,
         "train_flipped": flip,
         "sprite_size": [int(first.shape[1]), int(first.shape[2])],
-        "palette_size": int(len(dataset.palette)),
-        "palette_colors_used": int(len(used)),
-        "counts": {split: int(len(dataset.splits[split])) for split in SPLITS},
+        "palette_size": len(dataset.palette),
+        "palette_colors_used": len(used),
+        "counts": {split: len(dataset.splits[split]) for split in SPLITS},
         "sha256": {"palette": _digest(dataset.palette), **{split: _digest(dataset.splits[split]) for split in SPLITS}},
     }
 

@@ -33,9 +33,9 @@ def run_quantize(params: Params, layout: Layout) -> dict:
     else:
         names, crops = read_sprites(raw.sprites, qp.size, qp.fit)
         palette, indices = q.kmeans_quantize(crops, qp.colors, qp.seed)
-        metrics.update(method="kmeans", distinct_colors_before=int(len(q.distinct_colors(crops)[0])))
+        metrics.update(method="kmeans", distinct_colors_before=len(q.distinct_colors(crops)[0]))
         metrics.update(q.reconstruction_error(crops, palette[indices]))
-    metrics.update(sprites=int(len(indices)), colors=int(len(palette)), size=qp.size, fit=qp.fit)
+    metrics.update(sprites=len(indices), colors=len(palette), size=qp.size, fit=qp.fit)
     metrics["course_reference"] = q.course_reference(raw, qp, crops)
     if qp.method == "course" and metrics["course_reference"]:
         metrics.update({k: v for k, v in metrics["course_reference"].items() if k != "matched_sprites"})
