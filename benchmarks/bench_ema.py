@@ -2,7 +2,7 @@
 
     python benchmarks/bench_ema.py path/to/data/tensors/dataset.safetensors [--steps 40] [--rounds 3]
 
-For PixelRNN and the Transformer at their default configs and batch sizes, on the real training sprites:
+For PixelRNN, the Transformer and the VAE at their default configs and batch sizes, on the real training sprites:
 the seconds of --steps training steps without the average and with it (0.99), alternated for --rounds,
 and the ratio of the medians. What the average does to the figures is in benchmarks/RESULTS.md (the
 pipeline's own evaluate@MODEL, with train.ema 0.99 and 0).
@@ -21,6 +21,7 @@ from pokegen.artifacts import SpriteDataset
 from pokegen.plugin import TrainSettings
 from pokegen.plugins.pixelrnn import PixelRNN, PixelRNNConfig
 from pokegen.plugins.transformer import SpriteTransformer, TransformerConfig
+from pokegen.plugins.vae import VAE, VAEConfig
 from pokegen.training import WeightAverage
 
 
@@ -46,7 +47,7 @@ def main() -> None:
     train, colors = torch.as_tensor(dataset.splits["train"], dtype=torch.long), len(dataset.palette)
     size = train.shape[1]
     print(f"{'model':<12}{'steps':>6}{'without s':>11}{'with ema s':>12}{'ratio':>8}")
-    for plugin, config in ((PixelRNN, PixelRNNConfig()), (SpriteTransformer, TransformerConfig())):
+    for plugin, config in ((PixelRNN, PixelRNNConfig()), (SpriteTransformer, TransformerConfig()), (VAE, VAEConfig())):
         torch.manual_seed(0)
         model = plugin(config, colors, size)
         model.settings = TrainSettings(**plugin.train_defaults)
