@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import tomllib
 import zipfile
 from pathlib import Path
 
+import yaml
 from conftest import REPO_ROOT, run
 
 
@@ -50,3 +52,14 @@ def test_the_code_passes_the_pinned_linter() -> None:
 def test_the_console_command_is_installed() -> None:
     result = run(["pokegen", "--help"], REPO_ROOT)
     assert "stage" in result.stdout and "pipeline" in result.stdout
+
+
+def test_the_gpu_benchmark_measures_the_readmes_gpu_profile_for_every_built_in_model() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    (block,) = re.findall(r"\*\*On a GPU\*\*.+?```yaml\n(.+?)```", readme, flags=re.DOTALL)
+    spec = importlib.util.spec_from_file_location("bench_gpu", REPO_ROOT / "benchmarks" / "bench_gpu.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert yaml.safe_load(block)["models"] == bench.GPU_PROFILE, "README's GPU profile and benchmarks/bench_gpu.py differ"
+    built_in = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["pipeline"]["models"]
+    assert sorted(bench.GPU_PROFILE) == sorted(built_in), "the GPU profile should cover every model the main job trains"
