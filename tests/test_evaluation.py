@@ -21,6 +21,7 @@ from pokegen.baselines import FrequencyBaseline, FrequencyConfig, NeighbourBasel
 from pokegen.errors import ParamsError
 from pokegen.evaluation import (
     classifier_two_sample_accuracy,
+    colors_per_sprite,
     completion_masks,
     completion_metrics,
     cover_mask,
@@ -144,6 +145,27 @@ def test_real_sprites_have_few_lone_pixels_and_salt_shows(course: SpriteDataset)
     rng = np.random.default_rng(0)
     salted = np.where(rng.random(real.shape) < 0.05, rng.integers(0, len(course.palette), real.shape), real).astype(np.uint8)
     assert lone_pixel_share(salted) > 1.5 * clean, "5% of the pixels salted with random colors speckle the flat regions"
+
+
+def test_colors_per_sprite_counts_each_sprites_distinct_colors() -> None:
+    flat = np.zeros((1, 20, 20), dtype=np.uint8)
+    assert colors_per_sprite(flat) == 1.0
+    outlined = flat.copy()
+    outlined[0, 5:15, 5:15], outlined[0, 8:12, 8:12] = 3, 9  # a body in an outline: 3 colors, however many pixels
+    assert colors_per_sprite(np.concatenate([flat, outlined])) == 2.0, "the mean over sprites: 1 and 3"
+    noise = np.random.default_rng(0).integers(0, 167, (64, 20, 20)).astype(np.uint8)
+    expected = 167 * (1 - (166 / 167) ** 400)  # distinct values among 400 uniform draws from 167
+    assert colors_per_sprite(noise) == pytest.approx(expected, abs=1.5)
+
+
+@pytest.mark.slow
+def test_real_sprites_use_about_a_dozen_colors_and_strewn_strays_show(course: SpriteDataset) -> None:
+    real = course.splits["train"]
+    clean = colors_per_sprite(real)
+    assert 8 < clean < 20, clean
+    rng = np.random.default_rng(0)
+    salted = np.where(rng.random(real.shape) < 0.05, rng.integers(0, len(course.palette), real.shape), real).astype(np.uint8)
+    assert colors_per_sprite(salted) > 2 * clean, "20 pixels a sprite salted with random colors: about 18 colors more"
 
 
 @pytest.mark.slow
@@ -391,10 +413,17 @@ def test_the_report_lists_every_model_and_baselines_and_its_images_load_in_a_bro
     lone = [column for column in header if column.startswith("lone pixels")]
     real_share = lone_pixel_share(dataset.splits["test"])
     assert lone == [f"lone pixels (real {real_share:.3f})"], "the real test sprites' share heads the column"
-    assert header[:7] == ["model", "likelihood", "test bits/pixel", "precision", "recall", "C2ST accuracy", lone[0]], "the headline figures first"
+    colors = [column for column in header if column.startswith("colors per sprite")]
+    real_colors = colors_per_sprite(dataset.splits["test"])
+    assert colors == [f"colors per sprite (real {real_colors:.3f})"], "the real test sprites' figure heads the column"
+    assert header[:8] == ["model", "likelihood", "test bits/pixel", "precision", "recall", "C2ST accuracy", lone[0], colors[0]], (
+        "the headline figures first"
+    )
     assert all(len(row) == len(header) for row in body)
     assert by_name["vae"][header.index(lone[0])] == f"{vae['distribution']['lone_pixels']:.3f}"
     assert vae["distribution"]["lone_pixels_real"] == real_share
+    assert by_name["vae"][header.index(colors[0])] == f"{vae['distribution']['colors_per_sprite']:.3f}"
+    assert vae["distribution"]["colors_per_sprite_real"] == real_colors
     assert by_name["vae"][header.index("code dims in use")] == f"{vae['likelihood']['code_dims_in_use']} of 10"
     assert by_name["gan"][header.index("code dims in use")] == "—", "no code to collapse"
     transformer = json.loads(layout.evaluation_metrics("transformer").read_text())

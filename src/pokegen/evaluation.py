@@ -199,6 +199,14 @@ def lone_pixel_share(images: np.ndarray) -> float:
     return float(((up == down) & (up == left) & (up == right) & (inner != up)).mean())
 
 
+def colors_per_sprite(images: np.ndarray) -> float:
+    """The mean number of distinct palette colors in a sprite. Real sprites use about a dozen of the 167; a model that
+    strews one-off colors through its sprites uses several times as many: the confetti an eye sees as clutter, which
+    the lone-pixel share misses (a stray among other colors is not alone in a flat region)."""
+    flat = np.sort(images.reshape(len(images), -1), axis=1)
+    return float(((flat[:, 1:] != flat[:, :-1]).sum(axis=1) + 1).mean())
+
+
 C2ST_FOLDS = 5
 
 
@@ -247,6 +255,7 @@ def evaluate(model: GenerativeModel, dataset: SpriteDataset, settings: EvaluateP
     accuracy, per_side = classifier_two_sample_accuracy(samples, held_out, palette, settings.seed)
     metrics["distribution"].update(c2st_accuracy=accuracy, c2st_sprites_per_side=per_side)
     metrics["distribution"].update(lone_pixels=lone_pixel_share(samples), lone_pixels_real=lone_pixel_share(test))
+    metrics["distribution"].update(colors_per_sprite=colors_per_sprite(samples), colors_per_sprite_real=colors_per_sprite(test))
     return Evaluation(metrics, samples, nearest, completions, masks, sprites_per_second)
 
 

@@ -69,13 +69,19 @@ def _number(value) -> str:
     return MISSING if value is None else f"{value:.3f}"
 
 
+def _beside_real(entries: list[Entry], title: str, key: str) -> str:
+    """A column's title with the real test sprites' figure (distribution.KEY_real, the same in every evaluation)."""
+    real = next((value for entry in entries if (value := _get(entry.metrics, "distribution", f"{key}_real")) is not None), None)
+    return title if real is None else f"{title} (real {real:.3f})"
+
+
 def metrics_table(entries: list[Entry], covers: list[float], masks: list[str] = ()) -> Table:
     """Rows of figures as they appear in each evaluation/NAME/metrics.json, rounded to 3 decimals; the headline figures
     first, so a page narrower than the table still shows them."""
-    real = next((value for entry in entries if (value := _get(entry.metrics, "distribution", "lone_pixels_real")) is not None), None)
-    lone = "lone pixels" if real is None else f"lone pixels (real {real:.3f})"
-    headline = ("precision", "recall", "c2st_accuracy", "lone_pixels")
-    headers = ["model", "likelihood", "test bits/pixel", "precision", "recall", "C2ST accuracy", lone, "ELBO bits/pixel"]
+    headline = ("precision", "recall", "c2st_accuracy", "lone_pixels", "colors_per_sprite")
+    headers = ["model", "likelihood", "test bits/pixel", "precision", "recall", "C2ST accuracy"]
+    headers += [_beside_real(entries, "lone pixels", "lone_pixels"), _beside_real(entries, "colors per sprite", "colors_per_sprite")]
+    headers.append("ELBO bits/pixel")
     for cover in covers:
         headers += [f"completion {cover:.0%} accuracy", f"completion {cover:.0%} bits/pixel"]
     headers += [f"fill {shape} accuracy" for shape in masks]
@@ -166,6 +172,11 @@ NOTES = [
         "Lone pixels: the share of a sample's inner pixels whose four neighbours all have one other color, a lone pixel in "
         "a flat region: the speckle an eye sees, which the block-averaged feature space above barely does; the header "
         "gives the real test sprites' share."
+    ),
+    (
+        "Colors per sprite: the mean number of distinct palette colors in a sample; real sprites use about a dozen, and "
+        "one-off colors strewn through a sprite (clutter an eye sees, which lone pixels miss) raise it; the header gives "
+        "the real test sprites' figure."
     ),
     "Rows are sorted by the harmonic mean of precision and recall, best first (then by test bits/pixel).",
 ]
