@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pokegen.autoregressive import complete_any_mask, is_raster_suffix, neighbour_tokens, neighbours_at, truncated
+from pokegen.autoregressive import complete_any_mask, draw, is_raster_suffix, neighbour_tokens, neighbours_at, truncated
 from pokegen.evaluation import shape_mask
 from pokegen.plugins.pixelrnn import PixelRNN, PixelRNNConfig
 from pokegen.plugins.transformer import SpriteTransformer, TransformerConfig
@@ -100,3 +100,25 @@ def test_epsilon_sampling_drops_the_unlikely_colors_but_never_the_likeliest() ->
     assert torch.equal(cut[1], torch.tensor([0.0, 0.0, 0.0, 1.0]))
     assert torch.equal(cut[2], probabilities[2]), "all equal and above epsilon: kept"
     assert torch.equal(truncated(probabilities[2:], 0.5), probabilities[2:]), "below epsilon but tied likeliest: kept"
+
+
+def test_the_new_color_penalty_makes_a_color_new_to_the_sprite_less_likely_from_the_second_row_on() -> None:
+    """A model that draws each of 3 colors with probability 1/3 everywhere, on 2x2 sprites. With a penalty of
+    ln 2 nats, a second-row pixel of a sprite whose first row is one color repeats it with probability
+    1 / (1 + 2 x 1/2) = 1/2 instead of 1/3; the first row is drawn as without it."""
+
+    def uniform(neighbours: torch.Tensor, position: int) -> torch.Tensor:
+        return torch.zeros((len(neighbours), 3))
+
+    def shares(penalty: float) -> tuple[float, float]:
+        generator = torch.Generator().manual_seed(0)
+        pixels, _ = draw(uniform, 60_000, 2, 3, temperature=1.0, generator=generator, new_color_penalty=penalty)
+        flat = pixels.reshape(len(pixels), -1)
+        one_color_row = flat[:, 0] == flat[:, 1]
+        return float(one_color_row.double().mean()), float((flat[one_color_row, 2] == flat[one_color_row, 0]).double().mean())
+
+    first_row, repeated = shares(0.0)
+    assert first_row == pytest.approx(1 / 3, abs=0.01) and repeated == pytest.approx(1 / 3, abs=0.01)
+    first_row, repeated = shares(math.log(2))
+    assert first_row == pytest.approx(1 / 3, abs=0.01), "the first row is drawn as without the penalty"
+    assert repeated == pytest.approx(1 / 2, abs=0.01), "a used color: twice as likely as each new one"

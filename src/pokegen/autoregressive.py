@@ -68,27 +68,30 @@ def truncated(probabilities: torch.Tensor, epsilon: float) -> torch.Tensor:
 @torch.no_grad()
 def draw(
     step: Step, n: int, size: int, colors: int, *, temperature: float, generator: torch.Generator,
-    epsilon: float = 0.0, known: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+    epsilon: float = 0.0, new_color_penalty: float = 0.0, known: torch.Tensor | None = None, mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Draw n sprites pixel by pixel in raster order: (pixels (n, S, S), log_weights (n,)).
 
     Without ``mask`` every pixel is sampled at ``temperature``, among the colors of probability at least ``epsilon``
-    (truncated). With ``known`` and ``mask`` (n, S*S), pixels under
+    (truncated); from the second row on, every color the sprite has not used yet first loses ``new_color_penalty``
+    from its logit (the first row is background in nearly every sprite). With ``known`` and ``mask`` (n, S*S), pixels under
     the mask are sampled and the others kept; each kept pixel's log-probability under the model (at temperature 1),
     given everything drawn before it, is added to its sprite's log-weight: how well the drawn pixels agree with the
     known pixels after them."""
     device = generator.device
     drawn = torch.zeros((n, size * size), dtype=torch.long, device=device)
     log_weights = torch.zeros(n, dtype=torch.float64, device=device)
+    used = torch.zeros((n, colors), dtype=torch.bool, device=device)  # the colors each sprite has drawn so far
     for position in range(size * size):
         logits = step(neighbours_at(drawn, position, size, colors), position)
-        probabilities = truncated(torch.softmax(logits / temperature, dim=-1), epsilon)
+        shaped = logits - new_color_penalty * (~used) if new_color_penalty and position >= size else logits
+        probabilities = truncated(torch.softmax(shaped / temperature, dim=-1), epsilon)
         sampled = torch.multinomial(probabilities, 1, generator=generator).squeeze(1)
+        drawn[:, position] = sampled if mask is None else torch.where(mask[:, position], sampled, known[:, position])
+        used[torch.arange(n, device=device), drawn[:, position]] = True
         if mask is None:
-            drawn[:, position] = sampled
             continue
         free, kept = mask[:, position], known[:, position]
-        drawn[:, position] = torch.where(free, sampled, kept)
         kept_log_prob = torch.log_softmax(logits.double(), dim=-1).gather(1, kept[:, None]).squeeze(1)
         log_weights += torch.where(free, torch.zeros_like(kept_log_prob), kept_log_prob)
     return drawn.reshape(n, size, size), log_weights
@@ -103,7 +106,8 @@ def is_raster_suffix(mask: np.ndarray) -> np.ndarray:
 
 def complete_any_mask(
     make_step: Callable[[int], Step], images: np.ndarray, mask: np.ndarray, colors: int, *,
-    temperature: float, candidates: int, seed: int, device: torch.device, epsilon: float = 0.0, chunk: int = 256,
+    temperature: float, candidates: int, seed: int, device: torch.device, epsilon: float = 0.0, new_color_penalty: float = 0.0,
+    chunk: int = 256,
 ) -> np.ndarray:  # fmt: skip
     """Fill the pixels under any mask (True: fill), by sampling-importance-resampling.
 
@@ -111,7 +115,7 @@ def complete_any_mask(
     pixels after the ones to fill. So ``candidates`` completions of each sprite are drawn in raster order (masked
     pixels sampled, known ones kept), each weighted by the probability of the known pixels that follow its drawn
     ones, and one is picked in proportion to its weight: a draw from p(masked | known) as candidates grow (at the
-    sampling temperature and epsilon). A mask that covers a raster suffix (the lower rows) leaves nothing after the drawn
+    sampling temperature, epsilon and new-color penalty). A mask that covers a raster suffix (the lower rows) leaves nothing after the drawn
     pixels, so one candidate is exact there. ``make_step(batch)`` builds a fresh step for a batch of that size."""
     images = np.asarray(images)
     mask = np.asarray(mask, dtype=bool)
@@ -125,7 +129,8 @@ def complete_any_mask(
         rows = slice(start, start + chunk)
         pixels, weights = draw(
             make_step(len(known[rows])), len(known[rows]), size, colors,
-            temperature=temperature, epsilon=epsilon, generator=generator, known=known[rows], mask=covered[rows],
+            temperature=temperature, epsilon=epsilon, new_color_penalty=new_color_penalty, generator=generator,
+            known=known[rows], mask=covered[rows],
         )  # fmt: skip
         drawn.append(pixels)
         log_weights.append(weights)
@@ -145,6 +150,11 @@ class RasterSampling(BaseModel):
     epsilon: float = Field(
         0.0, ge=0, lt=1, description="leave out colors below this probability when sampling (epsilon sampling; 0: none)"
     )
+    # Real sprites use about a dozen colors each; drawn from the full distribution, the raster models strew ~45
+    # (evaluate's colors_per_sprite). A color new to the sprite made less likely draws fewer, flatter colors.
+    new_color_penalty: float = Field(
+        0.0, ge=0, description="nats taken from the logit of each color the sprite has not used yet, from its second row on (0: none)"
+    )
     completion_candidates: int = Field(
         8, ge=1, description="raster completions weighed per sprite to fill a mask that is not the lower rows"
     )
@@ -155,7 +165,7 @@ class RasterModel(TorchModel):
 
     A subclass supplies ``logits(images)`` (teacher-forced color logits of every position from the pixels
     before it) and ``make_step(n)`` (the same network one position at a time, for sampling), and a config
-    with ``temperature``, ``epsilon`` and ``completion_candidates`` (RasterSampling's fields). Everything else lives here once: the loss, the
+    with ``temperature``, ``epsilon``, ``new_color_penalty`` and ``completion_candidates`` (RasterSampling's fields). Everything else lives here once: the loss, the
     validation figure, the likelihoods, sampling and completion of any mask."""
 
     likelihood = "exact"
@@ -197,12 +207,15 @@ class RasterModel(TorchModel):
         """Exact log-likelihood of each image, in nats."""
         return -self._in_chunks(images).sum(dim=1).cpu().numpy().astype(np.float64)
 
+    def _sampling(self) -> dict[str, float]:
+        """The config's sampling rules, as draw and complete_any_mask take them."""
+        config = self.config
+        return {"temperature": config.temperature, "epsilon": config.epsilon, "new_color_penalty": config.new_color_penalty}
+
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         self.module.eval()
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        pixels, _ = draw(
-            self.make_step(n), n, self.size, self.colors, temperature=self.config.temperature, epsilon=self.config.epsilon, generator=generator
-        )
+        pixels, _ = draw(self.make_step(n), n, self.size, self.colors, generator=generator, **self._sampling())
         return pixels.cpu().numpy().astype(np.uint8)
 
     def complete(self, images: np.ndarray, mask: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -210,8 +223,8 @@ class RasterModel(TorchModel):
         sampling-importance-resampling over ``completion_candidates`` raster completions."""
         self.module.eval()
         return complete_any_mask(
-            self.make_step, images, mask, self.colors, temperature=self.config.temperature, epsilon=self.config.epsilon,
-            candidates=self.config.completion_candidates, seed=seed, device=self.device,
+            self.make_step, images, mask, self.colors, candidates=self.config.completion_candidates, seed=seed,
+            device=self.device, **self._sampling(),
         )  # fmt: skip
 
     def conditional_log_prob(self, images: np.ndarray, mask: np.ndarray) -> np.ndarray:
