@@ -137,14 +137,17 @@ def test_lone_pixels_count_a_pixel_alone_in_a_flat_region_and_not_a_line() -> No
     assert lone_pixel_share(border) == 0.0
 
 
+def _salted(course: SpriteDataset) -> np.ndarray:
+    """The course's training sprites with 5% of their pixels (20 a sprite) replaced by random palette colors."""
+    real, rng = course.splits["train"], np.random.default_rng(0)
+    return np.where(rng.random(real.shape) < 0.05, rng.integers(0, len(course.palette), real.shape), real).astype(np.uint8)
+
+
 @pytest.mark.slow
 def test_real_sprites_have_few_lone_pixels_and_salt_shows(course: SpriteDataset) -> None:
-    real = course.splits["train"]
-    clean = lone_pixel_share(real)
+    clean = lone_pixel_share(course.splits["train"])
     assert 0 < clean < 0.015, clean
-    rng = np.random.default_rng(0)
-    salted = np.where(rng.random(real.shape) < 0.05, rng.integers(0, len(course.palette), real.shape), real).astype(np.uint8)
-    assert lone_pixel_share(salted) > 1.5 * clean, "5% of the pixels salted with random colors speckle the flat regions"
+    assert lone_pixel_share(_salted(course)) > 1.5 * clean, "salt speckles the flat regions"
 
 
 def test_colors_per_sprite_counts_each_sprites_distinct_colors() -> None:
@@ -160,12 +163,9 @@ def test_colors_per_sprite_counts_each_sprites_distinct_colors() -> None:
 
 @pytest.mark.slow
 def test_real_sprites_use_about_a_dozen_colors_and_strewn_strays_show(course: SpriteDataset) -> None:
-    real = course.splits["train"]
-    clean = colors_per_sprite(real)
+    clean = colors_per_sprite(course.splits["train"])
     assert 8 < clean < 20, clean
-    rng = np.random.default_rng(0)
-    salted = np.where(rng.random(real.shape) < 0.05, rng.integers(0, len(course.palette), real.shape), real).astype(np.uint8)
-    assert colors_per_sprite(salted) > 2 * clean, "20 pixels a sprite salted with random colors: about 18 colors more"
+    assert colors_per_sprite(_salted(course)) > 2 * clean, "20 random pixels a sprite: about 18 colors more"
 
 
 @pytest.mark.slow
