@@ -88,7 +88,7 @@ def main() -> None:
         model = load_checkpoint(layout.model_dir(name))
         model.module.eval()
         for (temperature, epsilon, top_p, fraction), seed in ((setting, int(seed)) for setting in settings for seed in args.seeds.split(",")):
-            step = model.make_step(256)
+            step = model.drawing_step(256)
             if top_p < 1 or fraction > 0:  # wrap the step: draw() then truncates nothing more (epsilon 0)
                 inner = step
 

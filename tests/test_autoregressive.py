@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from pokegen.autoregressive import complete_any_mask, draw, is_raster_suffix, neighbour_tokens, neighbours_at, truncated
+from pokegen.autoregressive import (
+    colors_used_before,
+    complete_any_mask,
+    draw,
+    is_raster_suffix,
+    neighbour_tokens,
+    neighbours_at,
+    palette_gated,
+    truncated,
+)
 from pokegen.evaluation import shape_mask
 from pokegen.plugins.pixelrnn import PixelRNN, PixelRNNConfig
 from pokegen.plugins.transformer import SpriteTransformer, TransformerConfig
@@ -26,6 +35,20 @@ def test_each_pixel_is_fed_the_pixel_before_and_the_three_above() -> None:
     assert all(torch.equal(neighbours_at(flat, p, 3, 9)[0], tokens[p]) for p in range(9)), "sampling sees what training saw"
 
 
+def test_the_new_color_gate_takes_its_nats_from_the_colors_the_sprite_has_not_used_before_each_pixel() -> None:
+    """Known answer on 3 colors: the sprite 2, 0, 2, 1 has used nothing before its first pixel, {2} before the
+    second, {0, 2} before the third and the fourth. With equal color logits and a gate of softplus^-1(ln 2), a used
+    color is twice as likely as each new one."""
+    used = colors_used_before(torch.tensor([[2, 0, 2, 1]]), colors=3)[0]
+    assert used.tolist() == [[False, False, False], [False, False, True], [True, False, True], [True, False, True]]
+    gate = math.log(math.exp(math.log(2)) - 1)  # softplus(gate) = ln 2
+    outputs = torch.tensor([[0.0, 0.0, 0.0, gate]]).expand(4, 4)
+    probabilities = torch.softmax(palette_gated(outputs, used), dim=-1)
+    assert torch.allclose(probabilities[0], torch.full((3,), 1 / 3)), "nothing used yet: the gate changes nothing"
+    assert torch.allclose(probabilities[1], torch.tensor([0.25, 0.25, 0.5]))
+    assert torch.allclose(probabilities[3], torch.tensor([0.4, 0.2, 0.4]))
+
+
 RASTER_MODELS = [
     (PixelRNN, PixelRNNConfig(hidden=16)),
     (PixelRNN, PixelRNNConfig(hidden=16, context="previous")),
@@ -35,15 +58,16 @@ RASTER_MODELS = [
 
 @pytest.mark.parametrize(("plugin", "config"), RASTER_MODELS, ids=["pixelrnn", "pixelrnn-previous", "transformer"])
 def test_drawing_step_by_step_gives_the_probabilities_the_model_is_scored_with(plugin, config) -> None:
-    """The LSTM's carried state and the Transformer's key/value cache must reproduce the teacher-forced logits:
-    otherwise samples come from another distribution than the one test bits/pixel measures."""
+    """The LSTM's carried state, the Transformer's key/value cache and the palette gathered step by step must
+    reproduce the teacher-forced logits: otherwise samples come from another distribution than the one test
+    bits/pixel measures."""
     torch.manual_seed(0)
     model = plugin(config, colors=6, size=8)
     model.module.eval()
     images = torch.as_tensor(toy_sprites(count=3, colors=6, size=8), dtype=torch.long)
     with torch.no_grad():
         whole = torch.log_softmax(model.logits(images), dim=-1)
-        step, flat = model.make_step(3), images.reshape(3, -1)
+        step, flat = model.drawing_step(3), images.reshape(3, -1)
         stepped = torch.stack([torch.log_softmax(step(neighbours_at(flat, p, 8, 6), p), dim=-1) for p in range(64)], dim=1)
     assert torch.allclose(stepped, whole, atol=1e-4), float((stepped - whole).abs().max())
 

@@ -28,6 +28,9 @@ class TransformerConfig(RasterSampling):
     layers: int = Field(4, ge=1, description="Transformer blocks")
     heads: int = Field(4, ge=1, description="attention heads (must divide width)")
     dropout: float = Field(0.1, ge=0, lt=1)
+    # The best mean validation F1 over sampling seeds 0-3 (0.894; 0.863 at 0.95, 0.801 at 0.85): below 1, its
+    # sprites come out flat and clean (~10 colors a sprite; benchmarks/RESULTS.md).
+    temperature: float = Field(0.9, gt=0, description=RasterSampling.model_fields["temperature"].description)
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> TransformerConfig:
@@ -80,7 +83,7 @@ class _Network(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(_Block(config) for _ in range(config.layers))
         self.norm = nn.LayerNorm(config.width)
-        self.head = nn.Linear(config.width, colors)
+        self.head = nn.Linear(config.width, colors + 1)  # + the new-color gate (pokegen.autoregressive)
 
     def inputs(self, neighbours: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """(n, L, NEIGHBOURS) tokens at raster ``positions`` (L,) -> (n, L, width)."""
@@ -106,7 +109,7 @@ class SpriteTransformer(RasterModel):
         super().__init__(config, colors, size)
         self.module = _Network(colors, size, config)
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
+    def outputs(self, images: torch.Tensor) -> torch.Tensor:
         return self.module(neighbour_tokens(images, self.colors))
 
     def make_step(self, n: int) -> Step:

@@ -9,6 +9,13 @@ memory; handed to it, the same 512 cells reach a far better likelihood (benchmar
 Models plug in a *step*: a callable that takes the neighbour tokens of one position for a batch,
 (n, NEIGHBOURS) int64, with the position, and returns that position's color logits (n, K), carrying its
 own state (an LSTM's (h, c), a Transformer's key/value cache) from one call to the next.
+
+A raster network gives one output more than there are colors: a *new-color gate*. Every color the sprite
+has not used yet loses softplus(gate) nats from its logit (palette_gated). Real sprites use about a dozen
+of the 167 colors and a pixel takes a color new to its sprite ~2% of the time, yet networks without the gate
+put ~13% of each pixel's probability on new colors: a shade near the right one. The network cannot see
+its sprite's palette as one fact, so it hedges; handed the palette through the gate, it learns in training
+how sure to be, pixel by pixel (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -51,6 +58,18 @@ def neighbours_at(drawn: torch.Tensor, position: int, size: int, outside: int) -
 
     before = drawn[:, position - 1] if position > 0 else pixel(-1, 0)
     return torch.stack([before, pixel(row - 1, column - 1), pixel(row - 1, column), pixel(row - 1, column + 1)], dim=1)
+
+
+def colors_used_before(flat: torch.Tensor, colors: int) -> torch.Tensor:
+    """For raster tokens (n, L): has the sprite used color k before position t? (n, L, K) bool."""
+    seen = F.one_hot(flat, colors).cumsum(dim=1) > 0
+    return torch.cat([torch.zeros_like(seen[:, :1]), seen[:, :-1]], dim=1)
+
+
+def palette_gated(outputs: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+    """A raster network's outputs (..., K + 1) -> color logits (..., K): the last output is the new-color gate,
+    and each color not ``used`` (..., K) yet loses softplus(gate) nats."""
+    return outputs[..., :-1] - F.softplus(outputs[..., -1:]) * ~used
 
 
 def truncated(probabilities: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -144,14 +163,14 @@ class RasterSampling(BaseModel):
     """How a RasterModel draws: the sampling fields its config shares (each plugin's Config subclasses this)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    # Above 1 on purpose: at 1.0 both raster models draw sprites flatter than real ones (a drawn run of one
-    # color makes the next pixel of that color likelier still); 1.1 had the best validation F1 (RESULTS.md).
-    temperature: float = Field(1.1, gt=0, description="sampling temperature")
+    # Each plugin sets its own default: the temperature (and penalty) of the best mean validation F1 over
+    # sampling seeds (benchmarks/RESULTS.md), picked again whenever the model changes.
+    temperature: float = Field(1.0, gt=0, description="sampling temperature")
     epsilon: float = Field(
         0.0, ge=0, lt=1, description="leave out colors below this probability when sampling (epsilon sampling; 0: none)"
     )
-    # Real sprites use about a dozen colors each; drawn from the full distribution, the raster models strew ~45
-    # (evaluate's colors_per_sprite). A color new to the sprite made less likely draws fewer, flatter colors.
+    # On top of the model's own new-color gate: a color new to the sprite made less likely still draws fewer,
+    # flatter colors (evaluate's colors_per_sprite; real sprites use about a dozen).
     new_color_penalty: float = Field(
         0.0, ge=0, description="nats taken from the logit of each color the sprite has not used yet, from its second row on (0: none)"
     )
@@ -163,21 +182,38 @@ class RasterSampling(BaseModel):
 class RasterModel(TorchModel):
     """Base of torch plugins that draw in raster order with an exact likelihood (PixelRNN, the Transformer).
 
-    A subclass supplies ``logits(images)`` (teacher-forced color logits of every position from the pixels
-    before it) and ``make_step(n)`` (the same network one position at a time, for sampling), and a config
-    with ``temperature``, ``epsilon``, ``new_color_penalty`` and ``completion_candidates`` (RasterSampling's fields). Everything else lives here once: the loss, the
-    validation figure, the likelihoods, sampling and completion of any mask."""
+    A subclass supplies ``outputs(images)`` (teacher-forced, every position's K color logits and the new-color
+    gate, (n, S*S, K + 1), from the pixels before it) and ``make_step(n)`` (the same network one position at a
+    time, for sampling, giving (n, K + 1)), and a config with RasterSampling's fields. Everything else lives here
+    once: the gate, the loss, the validation figure, the likelihoods, sampling and completion of any mask."""
 
     likelihood = "exact"
     completes_any_mask = True
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Color logits of every raster position from the pixels before it: (n, S*S, K)."""
+    def outputs(self, images: torch.Tensor) -> torch.Tensor:
+        """Every raster position's color logits and new-color gate from the pixels before it: (n, S*S, K + 1)."""
         raise NotImplementedError
 
     def make_step(self, n: int) -> Step:
-        """A fresh step for a batch of n sprites (see the module docstring)."""
+        """A fresh step for a batch of n sprites (see the module docstring) that gives K + 1 outputs."""
         raise NotImplementedError
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Color logits of every raster position from the pixels before it, the gate applied: (n, S*S, K)."""
+        return palette_gated(self.outputs(images), colors_used_before(images.reshape(len(images), -1), self.colors))
+
+    def drawing_step(self, n: int) -> Step:
+        """make_step's step with the gate applied: color logits (n, K). Steps run in raster order from position 0,
+        and the pixel before each position (its first neighbour) is the last one drawn, so the palette so far is
+        gathered from it."""
+        step, used = self.make_step(n), torch.zeros((n, self.colors), dtype=torch.bool, device=self.device)
+
+        def gated(neighbours: torch.Tensor, position: int) -> torch.Tensor:
+            if position > 0:
+                used[torch.arange(len(neighbours), device=neighbours.device), neighbours[:, 0]] = True
+            return palette_gated(step(neighbours, position), used)
+
+        return gated
 
     def _nats_per_pixel(self, images: torch.Tensor) -> torch.Tensor:
         targets = images.reshape(len(images), -1)
@@ -215,7 +251,7 @@ class RasterModel(TorchModel):
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         self.module.eval()
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        pixels, _ = draw(self.make_step(n), n, self.size, self.colors, generator=generator, **self._sampling())
+        pixels, _ = draw(self.drawing_step(n), n, self.size, self.colors, generator=generator, **self._sampling())
         return pixels.cpu().numpy().astype(np.uint8)
 
     def complete(self, images: np.ndarray, mask: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -223,7 +259,7 @@ class RasterModel(TorchModel):
         sampling-importance-resampling over ``completion_candidates`` raster completions."""
         self.module.eval()
         return complete_any_mask(
-            self.make_step, images, mask, self.colors, candidates=self.config.completion_candidates, seed=seed,
+            self.drawing_step, images, mask, self.colors, candidates=self.config.completion_candidates, seed=seed,
             device=self.device, **self._sampling(),
         )  # fmt: skip
 
