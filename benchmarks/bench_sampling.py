@@ -9,12 +9,12 @@ sees; evaluate@MODEL's lone_pixels), `colors` the distinct colors per sprite (ev
 colors_per_sprite: one-off colors strewn through a sprite raise it); all four are printed for the real
 test sprites first. Run from a reproduced repository (after `dvc repro`):
 
-    python benchmarks/bench_sampling.py [--models pixelrnn,transformer] [--seeds 0,1,2] [--settings 1.2,0.005,1[,0.05]] [--out sampling-grids]
+    python benchmarks/bench_sampling.py [--models pixelrnn,transformer] [--seeds 0,1,2,3] [--settings 0.9,0,1[,0[,0.5]]] [--out sampling-grids]
 
-A setting is temperature, epsilon, top-p and optionally min-p (0: none).
+A setting is temperature, epsilon, top-p and optionally min-p and the new-color penalty (0: none).
 
-Precision and recall are taken against the validation sprites too (val P, val R): choose a default on
-those, and read the test figures as what it gives.
+Precision and recall are taken against the validation sprites too (val P, val R, and their F1): choose a
+default on the mean val F1 over seeds, and read the test figures as what it gives.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from pokegen.checkpoint import load_checkpoint
 from pokegen.evaluation import classifier_two_sample_accuracy, colors_per_sprite, lone_pixel_share
 from pokegen.images import palette_grid
 from pokegen.layout import Layout
-from pokegen.stats import distribution_metrics
+from pokegen.stats import distribution_metrics, f1_score
 
-# (temperature, epsilon, top-p[, min-p]): the full distribution first, the baseline
+# (temperature, epsilon, top-p[, min-p[, new-color penalty]]): the full distribution first, the baseline
 SETTINGS = [
-    (1.0, 0.0, 1.0), (0.9, 0.0, 1.0), (0.8, 0.0, 1.0), (1.1, 0.0, 1.0), (1.15, 0.0, 1.0), (1.2, 0.0, 1.0),
-    (1.0, 0.005, 1.0), (1.0, 0.02, 1.0), (1.2, 0.005, 1.0), (1.0, 0.0, 0.9),
+    (1.0, 0.0, 1.0), (0.85, 0.0, 1.0), (0.9, 0.0, 1.0), (0.95, 0.0, 1.0), (1.05, 0.0, 1.0), (1.1, 0.0, 1.0),
+    (1.0, 0.0, 1.0, 0.0, 0.5), (0.95, 0.0, 1.0, 0.0, 0.5), (1.0, 0.02, 1.0), (1.0, 0.0, 0.9),
 ]  # fmt: skip
 
 
@@ -69,25 +69,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="pixelrnn,transformer")
     parser.add_argument("--seeds", default="0", help="sampling seeds, each a row per setting")
-    parser.add_argument("--settings", help="temperature,epsilon,top-p[,min-p];... instead of the built-in list")
+    parser.add_argument("--settings", help="temperature,epsilon,top-p[,min-p[,penalty]];... instead of the built-in list")
     parser.add_argument("--out", type=Path, default=Path("sampling-grids"))
     args = parser.parse_args()
     layout = Layout(Path("."))
     dataset = SpriteDataset.load(layout.dataset)
     test, val, palette = dataset.splits["test"], dataset.splits["val"], dataset.palette
     settings = [tuple(map(float, item.split(","))) for item in args.settings.split(";")] if args.settings else SETTINGS
-    settings = [(*setting, 0.0)[:4] for setting in settings]  # min-p 0 where left out
+    settings = [(*setting, 0.0, 0.0)[:5] for setting in settings]  # min-p and penalty 0 where left out
     held_out = np.concatenate([test, dataset.splits["val"]])
     args.out.mkdir(exist_ok=True)
     print(f"real test sprites: same {same_color_share(test):.3f} stray {stray_share(test):.3f} lone {lone_pixel_share(test):.4f} colors {colors_per_sprite(test):.1f}")
     print(
-        f"{'model':<12}{'temperature':>12}{'epsilon':>8}{'top-p':>6}{'min-p':>6}{'seed':>5}{'precision':>10}{'recall':>8}"
-        f"{'coverage':>9}{'C2ST':>7}{'same':>7}{'stray':>7}{'lone':>8}{'colors':>7}{'val P':>7}{'val R':>7}"
+        f"{'model':<12}{'temperature':>12}{'epsilon':>8}{'top-p':>6}{'min-p':>6}{'penalty':>8}{'seed':>5}{'precision':>10}{'recall':>8}"
+        f"{'coverage':>9}{'C2ST':>7}{'same':>7}{'stray':>7}{'lone':>8}{'colors':>7}{'val P':>7}{'val R':>7}{'val F1':>7}"
     )
     for name in args.models.split(","):
         model = load_checkpoint(layout.model_dir(name))
         model.module.eval()
-        for (temperature, epsilon, top_p, fraction), seed in ((setting, int(seed)) for setting in settings for seed in args.seeds.split(",")):
+        for (temperature, epsilon, top_p, fraction, penalty), seed in ((setting, int(seed)) for setting in settings for seed in args.seeds.split(",")):
             step = model.drawing_step(256)
             if top_p < 1 or fraction > 0:  # wrap the step: draw() then truncates nothing more (epsilon 0)
                 inner = step
@@ -98,17 +98,20 @@ def main() -> None:
                     return torch.log(probabilities.clamp_min(1e-30)) * temperature
 
             generator = torch.Generator().manual_seed(seed)
-            samples, _ = draw(step, 256, test.shape[1], len(palette), temperature=temperature, epsilon=epsilon, generator=generator)
+            samples, _ = draw(
+                step, 256, test.shape[1], len(palette), temperature=temperature, epsilon=epsilon, new_color_penalty=penalty,
+                generator=generator,
+            )  # fmt: skip
             samples = samples.numpy().astype(np.uint8)
             found = distribution_metrics(samples, test, palette, 5)
             c2st, _ = classifier_two_sample_accuracy(samples, held_out, palette, 0)
             on_val = distribution_metrics(samples, val, palette, 5)
             print(
-                f"{name:<12}{temperature:>12}{epsilon:>8}{top_p:>6}{fraction:>6}{seed:>5}{found['precision']:>10.3f}{found['recall']:>8.3f}"
+                f"{name:<12}{temperature:>12}{epsilon:>8}{top_p:>6}{fraction:>6}{penalty:>8}{seed:>5}{found['precision']:>10.3f}{found['recall']:>8.3f}"
                 f"{found['coverage']:>9.3f}{c2st:>7.3f}{same_color_share(samples):>7.3f}{stray_share(samples):>7.3f}"
-                f"{lone_pixel_share(samples):>8.4f}{colors_per_sprite(samples):>7.1f}{on_val['precision']:>7.3f}{on_val['recall']:>7.3f}"
+                f"{lone_pixel_share(samples):>8.4f}{colors_per_sprite(samples):>7.1f}{on_val['precision']:>7.3f}{on_val['recall']:>7.3f}{f1_score(on_val['precision'], on_val['recall']):>7.3f}"
             )
-            palette_grid(samples[:64], palette, columns=8, scale=4).save(args.out / f"{name}-t{temperature}-e{epsilon}-p{top_p}-m{fraction}-s{seed}.png")
+            palette_grid(samples[:64], palette, columns=8, scale=4).save(args.out / f"{name}-t{temperature}-e{epsilon}-p{top_p}-m{fraction}-n{penalty}-s{seed}.png")
 
 
 if __name__ == "__main__":

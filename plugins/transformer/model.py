@@ -4,8 +4,9 @@ Each position's input is the sum of its already-drawn neighbours' color embeddin
 and the three above: pokegen.autoregressive) and a 2-D position embedding (row + column), so a block
 of attention starts out knowing the sprite's geometry; causal self-attention then reads every pixel
 drawn so far, so the sprite's palette and shape far away are one step off, not carried through an
-LSTM's memory. Pre-norm blocks (GPT-2's arrangement), dropout, AdamW with weight decay and early
-stopping on validation bits/pixel keep ~1M parameters from memorising 712 sprites.
+LSTM's memory; the last layer also gives the new-color gate (pokegen.autoregressive). Pre-norm blocks
+(GPT-2's arrangement), dropout, AdamW with weight decay and early stopping on validation bits/pixel keep
+~1M parameters from memorising 712 sprites.
 
 The likelihood is exact. Sampling draws one position at a time with a key/value cache, so each step
 attends to the cached past instead of re-reading it. Like every RasterModel it completes any mask
