@@ -37,12 +37,11 @@ def test_each_pixel_is_fed_the_pixel_before_and_the_three_above() -> None:
 
 def test_the_new_color_gate_takes_its_nats_from_the_colors_the_sprite_has_not_used_before_each_pixel() -> None:
     """Known answer on 3 colors: the sprite 2, 0, 2, 1 has used nothing before its first pixel, {2} before the
-    second, {0, 2} before the third and the fourth. With equal color logits and a gate of softplus^-1(ln 2), a used
-    color is twice as likely as each new one."""
+    second, {0, 2} before the third and the fourth. With equal color logits and a gate of 0 (softplus(0) = ln 2
+    nats), a used color is twice as likely as each new one."""
     used = colors_used_before(torch.tensor([[2, 0, 2, 1]]), colors=3)[0]
     assert used.tolist() == [[False, False, False], [False, False, True], [True, False, True], [True, False, True]]
-    gate = math.log(math.exp(math.log(2)) - 1)  # softplus(gate) = ln 2
-    outputs = torch.tensor([[0.0, 0.0, 0.0, gate]]).expand(4, 4)
+    outputs = torch.zeros(4, 3 + 1)  # three equal color logits and the gate
     probabilities = torch.softmax(palette_gated(outputs, used), dim=-1)
     assert torch.allclose(probabilities[0], torch.full((3,), 1 / 3)), "nothing used yet: the gate changes nothing"
     assert torch.allclose(probabilities[1], torch.tensor([0.25, 0.25, 0.5]))

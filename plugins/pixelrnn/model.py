@@ -43,7 +43,8 @@ class _Network(nn.Module):
         self.head = nn.Linear(config.hidden, colors + 1)  # + the new-color gate (pokegen.autoregressive)
 
     def forward(self, neighbours: torch.Tensor, state=None):
-        """neighbours (n, L, NEIGHBOURS) tokens -> color logits (n, L, K), and the LSTM state after them."""
+        """neighbours (n, L, NEIGHBOURS) tokens -> color logits and the new-color gate (n, L, K + 1), and the LSTM
+        state after them."""
         inputs = self.embed(neighbours[..., : self.fed]).flatten(2)
         out, state = self.lstm(inputs, state)
         return self.head(self.dropout(out)), state
@@ -63,15 +64,15 @@ class PixelRNN(RasterModel):
         self.module = _Network(colors, config)
 
     def outputs(self, images: torch.Tensor) -> torch.Tensor:
-        logits, _ = self.module(neighbour_tokens(images, self.colors))
-        return logits
+        outputs, _ = self.module(neighbour_tokens(images, self.colors))
+        return outputs
 
     def make_step(self, n: int) -> Step:
         state = None
 
         def step(neighbours: torch.Tensor, position: int) -> torch.Tensor:
             nonlocal state
-            logits, state = self.module(neighbours[:, None, :], state)
-            return logits[:, -1]
+            outputs, state = self.module(neighbours[:, None, :], state)
+            return outputs[:, -1]
 
         return step
