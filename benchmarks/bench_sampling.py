@@ -92,8 +92,8 @@ def main() -> None:
             if top_p < 1 or fraction > 0:  # wrap the step: draw() then truncates nothing more (epsilon 0)
                 inner = step
 
-                def step(neighbours, position, inner=inner, top_p=top_p, fraction=fraction, temperature=temperature):
-                    probabilities = torch.softmax(inner(neighbours, position) / temperature, -1)
+                def step(neighbours, position, used, inner=inner, top_p=top_p, fraction=fraction, temperature=temperature):
+                    probabilities = torch.softmax(inner(neighbours, position, used) / temperature, -1)
                     probabilities = min_p(nucleus(probabilities, top_p), fraction)
                     return torch.log(probabilities.clamp_min(1e-30)) * temperature
 

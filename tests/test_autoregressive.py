@@ -57,7 +57,7 @@ RASTER_MODELS = [
 
 @pytest.mark.parametrize(("plugin", "config"), RASTER_MODELS, ids=["pixelrnn", "pixelrnn-previous", "transformer"])
 def test_drawing_step_by_step_gives_the_probabilities_the_model_is_scored_with(plugin, config) -> None:
-    """The LSTM's carried state, the Transformer's key/value cache and the palette gathered step by step must
+    """The LSTM's carried state and the Transformer's key/value cache, stepped with the palette so far, must
     reproduce the teacher-forced logits: otherwise samples come from another distribution than the one test
     bits/pixel measures."""
     torch.manual_seed(0)
@@ -67,8 +67,29 @@ def test_drawing_step_by_step_gives_the_probabilities_the_model_is_scored_with(p
     with torch.no_grad():
         whole = torch.log_softmax(model.logits(images), dim=-1)
         step, flat = model.drawing_step(3), images.reshape(3, -1)
-        stepped = torch.stack([torch.log_softmax(step(neighbours_at(flat, p, 8, 6), p), dim=-1) for p in range(64)], dim=1)
+        used = colors_used_before(flat, 6)
+        stepped = torch.stack([torch.log_softmax(step(neighbours_at(flat, p, 8, 6), p, used[:, p]), dim=-1) for p in range(64)], dim=1)
     assert torch.allclose(stepped, whole, atol=1e-4), float((stepped - whole).abs().max())
+
+
+@pytest.mark.parametrize("completing", [False, True], ids=["sampling", "completing"])
+def test_the_sampler_hands_each_step_the_colors_drawn_or_kept_before_it(completing: bool) -> None:
+    """What the gate reads while drawing must be what training gave it: the colors of the pixels before the
+    position, drawn ones and, when completing, kept ones alike."""
+    seen = []
+
+    def recording(neighbours: torch.Tensor, position: int, used: torch.Tensor) -> torch.Tensor:
+        seen.append(used.clone())
+        return torch.zeros((len(neighbours), 5))  # every color equally likely: sprites of many colors
+
+    known = torch.as_tensor(toy_sprites(count=6, colors=5, size=4), dtype=torch.long).reshape(6, -1)
+    mask = torch.rand(known.shape, generator=torch.Generator().manual_seed(1)) < 0.5
+    options = {"known": known, "mask": mask} if completing else {}
+    pixels, _ = draw(recording, 6, 4, 5, temperature=1.0, generator=torch.Generator().manual_seed(0), **options)
+    flat = pixels.reshape(6, -1)
+    if completing:
+        assert torch.equal(flat[~mask], known[~mask]) and not torch.equal(flat, known), "kept pixels kept, others drawn"
+    assert torch.equal(torch.stack(seen, dim=1), colors_used_before(flat, 5))
 
 
 def _one_color_model(flip: float):
@@ -76,7 +97,7 @@ def _one_color_model(flip: float):
     repeats the one before it except with probability ``flip``. Its sprites are (nearly) all one color."""
 
     def make_step(n: int):
-        def step(neighbours: torch.Tensor, position: int) -> torch.Tensor:
+        def step(neighbours: torch.Tensor, position: int, used: torch.Tensor) -> torch.Tensor:
             if position == 0:
                 return torch.zeros((len(neighbours), 2))
             same = torch.nn.functional.one_hot(neighbours[:, 0], 3)[:, :2].double()
@@ -130,7 +151,7 @@ def test_the_new_color_penalty_makes_a_color_new_to_the_sprite_less_likely_from_
     ln 2 nats, a second-row pixel of a sprite whose first row is one color repeats it with probability
     1 / (1 + 2 x 1/2) = 1/2 instead of 1/3; the first row is drawn as without it."""
 
-    def uniform(neighbours: torch.Tensor, position: int) -> torch.Tensor:
+    def uniform(neighbours: torch.Tensor, position: int, used: torch.Tensor) -> torch.Tensor:
         return torch.zeros((len(neighbours), 3))
 
     def shares(penalty: float) -> tuple[float, float]:

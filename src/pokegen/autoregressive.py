@@ -7,8 +7,9 @@ above-right). An LSTM that sees only the pixel before must carry the pixel above
 memory; handed to it, the same 512 cells reach a far better likelihood (benchmarks/RESULTS.md).
 
 Models plug in a *step*: a callable that takes the neighbour tokens of one position for a batch,
-(n, NEIGHBOURS) int64, with the position, and returns that position's color logits (n, K), carrying its
-own state (an LSTM's (h, c), a Transformer's key/value cache) from one call to the next.
+(n, NEIGHBOURS) int64, with the position, and returns that position's outputs (n, K + 1), carrying its
+own state (an LSTM's (h, c), a Transformer's key/value cache) from one call to the next. The sampler
+calls a *drawing step*: the same, also given the colors each sprite has used so far, returning color logits.
 
 A raster network gives one output more than there are colors: a *new-color gate*. Every color the sprite
 has not used yet loses softplus(gate) nats from its logit (palette_gated). Real sprites use about a dozen
@@ -31,7 +32,9 @@ from pokegen.plugin import bits_per_pixel
 from pokegen.training import TorchModel
 
 NEIGHBOURS = 4  # the pixel before (in raster order), above-left, above, above-right
-Step = Callable[[torch.Tensor, int], torch.Tensor]
+Step = Callable[[torch.Tensor, int], torch.Tensor]  # (neighbour tokens (n, NEIGHBOURS), position) -> outputs (n, K + 1)
+# (neighbour tokens, position, the colors each sprite has used before it (n, K) bool) -> color logits (n, K)
+DrawingStep = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]
 
 
 def neighbour_tokens(images: torch.Tensor, outside: int) -> torch.Tensor:
@@ -86,7 +89,7 @@ def truncated(probabilities: torch.Tensor, epsilon: float) -> torch.Tensor:
 
 @torch.no_grad()
 def draw(
-    step: Step, n: int, size: int, colors: int, *, temperature: float, generator: torch.Generator,
+    step: DrawingStep, n: int, size: int, colors: int, *, temperature: float, generator: torch.Generator,
     epsilon: float = 0.0, new_color_penalty: float = 0.0, known: torch.Tensor | None = None, mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Draw n sprites pixel by pixel in raster order: (pixels (n, S, S), log_weights (n,)).
@@ -96,13 +99,13 @@ def draw(
     from its logit (the first row is background in nearly every sprite). With ``known`` and ``mask`` (n, S*S), pixels under
     the mask are sampled and the others kept; each kept pixel's log-probability under the model (at temperature 1),
     given everything drawn before it, is added to its sprite's log-weight: how well the drawn pixels agree with the
-    known pixels after them."""
+    known pixels after them. ``step`` is given the colors each sprite has drawn (or kept) before the position."""
     device = generator.device
     drawn = torch.zeros((n, size * size), dtype=torch.long, device=device)
     log_weights = torch.zeros(n, dtype=torch.float64, device=device)
-    used = torch.zeros((n, colors), dtype=torch.bool, device=device)  # the colors each sprite has drawn so far
+    used = torch.zeros((n, colors), dtype=torch.bool, device=device)  # the colors each sprite has drawn or kept so far
     for position in range(size * size):
-        logits = step(neighbours_at(drawn, position, size, colors), position)
+        logits = step(neighbours_at(drawn, position, size, colors), position, used)
         shaped = logits - new_color_penalty * (~used) if new_color_penalty and position >= size else logits
         probabilities = truncated(torch.softmax(shaped / temperature, dim=-1), epsilon)
         sampled = torch.multinomial(probabilities, 1, generator=generator).squeeze(1)
@@ -124,7 +127,7 @@ def is_raster_suffix(mask: np.ndarray) -> np.ndarray:
 
 
 def complete_any_mask(
-    make_step: Callable[[int], Step], images: np.ndarray, mask: np.ndarray, colors: int, *,
+    drawing_step: Callable[[int], DrawingStep], images: np.ndarray, mask: np.ndarray, colors: int, *,
     temperature: float, candidates: int, seed: int, device: torch.device, epsilon: float = 0.0, new_color_penalty: float = 0.0,
     chunk: int = 256,
 ) -> np.ndarray:  # fmt: skip
@@ -135,7 +138,7 @@ def complete_any_mask(
     pixels sampled, known ones kept), each weighted by the probability of the known pixels that follow its drawn
     ones, and one is picked in proportion to its weight: a draw from p(masked | known) as candidates grow (at the
     sampling temperature, epsilon and new-color penalty). A mask that covers a raster suffix (the lower rows) leaves nothing after the drawn
-    pixels, so one candidate is exact there. ``make_step(batch)`` builds a fresh step for a batch of that size."""
+    pixels, so one candidate is exact there. ``drawing_step(batch)`` builds a fresh step for a batch of that size."""
     images = np.asarray(images)
     mask = np.asarray(mask, dtype=bool)
     size = images.shape[1]
@@ -147,7 +150,7 @@ def complete_any_mask(
     for start in range(0, len(known), chunk):
         rows = slice(start, start + chunk)
         pixels, weights = draw(
-            make_step(len(known[rows])), len(known[rows]), size, colors,
+            drawing_step(len(known[rows])), len(known[rows]), size, colors,
             temperature=temperature, epsilon=epsilon, new_color_penalty=new_color_penalty, generator=generator,
             known=known[rows], mask=covered[rows],
         )  # fmt: skip
@@ -202,18 +205,10 @@ class RasterModel(TorchModel):
         """Color logits of every raster position from the pixels before it, the gate applied: (n, S*S, K)."""
         return palette_gated(self.outputs(images), colors_used_before(images.reshape(len(images), -1), self.colors))
 
-    def drawing_step(self, n: int) -> Step:
-        """make_step's step with the gate applied: color logits (n, K). Steps run in raster order from position 0,
-        and the pixel before each position (its first neighbour) is the last one drawn, so the palette so far is
-        gathered from it."""
-        step, used = self.make_step(n), torch.zeros((n, self.colors), dtype=torch.bool, device=self.device)
-
-        def gated(neighbours: torch.Tensor, position: int) -> torch.Tensor:
-            if position > 0:
-                used[torch.arange(len(neighbours), device=neighbours.device), neighbours[:, 0]] = True
-            return palette_gated(step(neighbours, position), used)
-
-        return gated
+    def drawing_step(self, n: int) -> DrawingStep:
+        """make_step's step with the gate applied to the colors the sampler says each sprite has used: logits (n, K)."""
+        step = self.make_step(n)
+        return lambda neighbours, position, used: palette_gated(step(neighbours, position), used)
 
     def _nats_per_pixel(self, images: torch.Tensor) -> torch.Tensor:
         targets = images.reshape(len(images), -1)
