@@ -96,7 +96,7 @@ def _one_color_model(flip: float):
     """A known raster model on 2 colors: the first pixel is either color with probability 1/2, every later pixel
     repeats the one before it except with probability ``flip``. Its sprites are (nearly) all one color."""
 
-    def make_step(n: int):
+    def drawing_step(n: int):
         def step(neighbours: torch.Tensor, position: int, used: torch.Tensor) -> torch.Tensor:
             if position == 0:
                 return torch.zeros((len(neighbours), 2))
@@ -105,7 +105,7 @@ def _one_color_model(flip: float):
 
         return step
 
-    return make_step
+    return drawing_step
 
 
 def test_a_mask_that_is_not_the_lower_rows_is_filled_from_the_known_pixels_after_it() -> None:
