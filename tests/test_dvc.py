@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -62,6 +63,22 @@ def test_only_what_a_param_touches_runs_again(repo: Path) -> None:
     again = run(["dvc", "repro"], repo).stdout
     assert stages_run(again) == [*CHECK, "quantize", "tensorize", *MODEL_STAGES]
     assert "Stage 'download' didn't change" in again
+
+
+def test_a_damaged_checkpoint_names_the_dvc_command_that_restores_it(repo: Path) -> None:
+    weights = repo / "models/vae/model/weights.safetensors"
+    trained = sha256_file(weights)
+    weights.write_bytes(weights.read_bytes()[:100])  # as a disk or an interrupted copy might leave it
+    failed = run(["pokegen", "evaluate", "vae"], repo, check=False)
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr
+    message = " ".join(failed.stderr.split())
+    assert "models/vae/model/weights.safetensors: unreadable" in message
+    assert "dvc repro train@vae" in message
+    restore = re.search(r"\(dvc checkout --force (\S+)\)", message)
+    assert restore and Path(restore[1]).resolve() == weights.parent.resolve(), message
+    run(["dvc", "checkout", "--force", restore[1]], repo)  # the command the message names, as a user runs it
+    assert sha256_file(weights) == trained
+    run(["pokegen", "evaluate", "vae"], repo)
 
 
 def test_dvc_exp_run_sets_one_models_param(repo: Path) -> None:

@@ -67,10 +67,16 @@ def read_checkpoint_info(folder: Path) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text())
     except ValueError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc}); train the model again") from None
+        raise DataError(f"{path}: not valid JSON ({exc}); {_restore(folder)}") from None
     if record.get("format") != FORMAT:
         raise DataError(f"{path}: not a pokegen checkpoint (format {record.get('format')!r})")
     return record
+
+
+def _restore(folder: Path, plugin: str | None = None) -> str:
+    """What a damaged checkpoint needs: DVC's cached copy back, or the model trained again."""
+    retrain = f"dvc repro train@{plugin}" if plugin else "dvc repro"
+    return f"restore it from the DVC cache (dvc checkout --force {folder}) or re-train it ({retrain})"
 
 
 def _retrain(record: dict[str, Any]) -> str:
@@ -93,7 +99,7 @@ def load_checkpoint(folder: Path, plugin: type[GenerativeModel] | None = None) -
     try:
         tensors = load_tensors((folder / WEIGHTS).read_bytes())
     except (OSError, SafetensorError) as exc:
-        raise DataError(f"{folder / WEIGHTS}: unreadable ({exc}); train the model again") from None
+        raise DataError(f"{folder / WEIGHTS}: unreadable ({exc}); {_restore(folder, record['plugin'])}") from None
     try:
         model.load_state(tensors)
     except (RuntimeError, KeyError, ValueError) as exc:  # torch: missing or unexpected tensors, other shapes
