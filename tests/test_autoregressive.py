@@ -16,9 +16,13 @@ from pokegen.autoregressive import (
     neighbour_tokens,
     neighbours_at,
     palette_gated,
+    shared_colors,
     truncated,
 )
+from pokegen.checkpoint import WEIGHTS, load_checkpoint, save_checkpoint
+from pokegen.errors import DataError
 from pokegen.evaluation import shape_mask
+from pokegen.plugin import FitContext, TrainSettings
 from pokegen.plugins.pixelrnn import PixelRNN, PixelRNNConfig
 from pokegen.plugins.transformer import SpriteTransformer, TransformerConfig
 from pokegen.testing import toy_sprites
@@ -48,6 +52,51 @@ def test_the_new_color_gate_takes_its_nats_from_the_colors_the_sprite_has_not_us
     assert torch.allclose(probabilities[3], torch.tensor([0.4, 0.2, 0.4]))
 
 
+def test_the_shared_colors_are_those_at_least_the_given_share_of_sprites_use() -> None:
+    sprites = np.zeros((4, 2, 2), dtype=np.uint8)  # color 0 in all four sprites
+    sprites[:3, 0, 0] = 1  # color 1 in three of four
+    sprites[3, 1, 1] = 2  # color 2 in one
+    assert shared_colors(sprites, colors=4, share=0.5).tolist() == [True, True, False, False]
+    assert shared_colors(sprites, colors=4, share=0.75).tolist() == [True, True, False, False]
+    assert shared_colors(sprites, colors=4, share=1.0).tolist() == [True, False, False, False]
+    assert shared_colors(sprites, colors=4, share=0.25).tolist() == [True, True, True, False]
+
+
+def test_the_gate_spares_the_shared_colors_from_the_first_pixel_on() -> None:
+    """Known answer: the sprite 2, 0, ... on 3 colors with color 1 shared. With equal color logits and a gate of
+    0, color 1 counts as used before any pixel: at the first pixel it is twice as likely as 0 or 2."""
+    torch.manual_seed(0)
+    model = PixelRNN(PixelRNNConfig(hidden=8), colors=3, size=2)
+    model.shared_colors = torch.tensor([False, True, False])
+    with torch.no_grad():
+        model.outputs = lambda images: torch.zeros((len(images), 4, 3 + 1))  # equal logits, gate 0
+        probabilities = torch.softmax(model.logits(torch.tensor([[[2, 0], [2, 1]]])), dim=-1)[0]
+    assert torch.allclose(probabilities[0], torch.tensor([0.25, 0.5, 0.25])), "only the shared color is used"
+    assert torch.allclose(probabilities[1], torch.tensor([0.2, 0.4, 0.4])), "2 drawn: 1 and 2 used, 0 new"
+
+
+def test_fit_finds_the_shared_colors_and_the_checkpoint_keeps_them(tmp_path) -> None:
+    sprites = np.zeros((40, 8, 8), dtype=np.uint8)  # the background 0 in all
+    sprites[:, 4:, 4:] = 1 + np.arange(40)[:, None, None] % 4  # colors 1-4 each in a quarter of the sprites
+    sprites[::4, 0, 0] = sprites[1::4, 0, 0] = sprites[2::4, 0, 0] = 5  # color 5 in three quarters
+    torch.manual_seed(0)
+    model = PixelRNN(PixelRNNConfig(hidden=8), colors=6, size=8)
+    model.fit(sprites[:32], sprites[32:], TrainSettings(epochs=1, batch_size=16), FitContext())
+    assert model.shared_colors.tolist() == [True, False, False, False, False, True]
+    save_checkpoint(model, tmp_path, data_sha256="0" * 64, summary={})
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.shared_colors.tolist() == model.shared_colors.tolist()
+    assert np.array_equal(loaded.sample(4, seed=3), model.sample(4, seed=3)), "the loaded model draws what the trained one drew"
+
+    from safetensors.torch import load, save
+
+    tensors = load((tmp_path / WEIGHTS).read_bytes())
+    del tensors["shared_colors"]  # as a checkpoint from before the shared colors
+    (tmp_path / WEIGHTS).write_bytes(save(tensors))
+    with pytest.raises(DataError, match=r"do not fit the installed pixelrnn plugin's network.*dvc repro train@pixelrnn"):
+        load_checkpoint(tmp_path)
+
+
 RASTER_MODELS = [
     (PixelRNN, PixelRNNConfig(hidden=16)),
     (PixelRNN, PixelRNNConfig(hidden=16, context="previous")),
@@ -63,6 +112,7 @@ def test_drawing_step_by_step_gives_the_probabilities_the_model_is_scored_with(p
     torch.manual_seed(0)
     model = plugin(config, colors=6, size=8)
     model.module.eval()
+    model.shared_colors = torch.tensor([True, False, False, True, False, False])  # spared by the gate in both ways
     images = torch.as_tensor(toy_sprites(count=3, colors=6, size=8), dtype=torch.long)
     with torch.no_grad():
         whole = torch.log_softmax(model.logits(images), dim=-1)

@@ -17,18 +17,25 @@ of the 167 colors, and a pixel takes a color new to its sprite ~2% of the time; 
 without the gate, put ~13% of each pixel's probability on new colors (on the test sprites), which drawn
 400 times is confetti. The palette so far is exact knowledge of the pixels before, so the likelihood stays
 exact; the network learns in training, pixel by pixel, how much to trust it (benchmarks/RESULTS.md).
+
+Some colors are in nearly every sprite: the white background, the outline's dark grays, the lighter gray of
+the lines inside the body (99% of the course's sprites use it; its first pixel comes around the fourth row).
+The gate spares those *shared colors* from the first pixel on: gated as new, the inner-line gray was drawn
+in 16% of the sprites the models drew, which came out as flat blobs without inner lines. The shared colors
+are the ones at least ``shared_color_share`` of the training sprites use; fit finds them, the checkpoint keeps them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from pokegen.plugin import bits_per_pixel
+from pokegen.plugin import FitContext, FitResult, TrainSettings, bits_per_pixel
 from pokegen.training import TorchModel
 
 NEIGHBOURS = 4  # the pixel before (in raster order), above-left, above, above-right
@@ -67,6 +74,13 @@ def colors_used_before(flat: torch.Tensor, colors: int) -> torch.Tensor:
     """For raster tokens (n, L): has the sprite used color k before position t? (n, L, K) bool."""
     seen = F.one_hot(flat, colors).cumsum(dim=1) > 0
     return torch.cat([torch.zeros_like(seen[:, :1]), seen[:, :-1]], dim=1)
+
+
+def shared_colors(sprites: np.ndarray, colors: int, share: float) -> torch.Tensor:
+    """The colors at least ``share`` of ``sprites`` (n, S, S) use, (K,) bool: the palette nearly every sprite shares."""
+    flat = torch.as_tensor(np.asarray(sprites), dtype=torch.long).reshape(len(sprites), -1)
+    in_sprite = torch.zeros((len(sprites), colors), dtype=torch.bool).scatter_(1, flat, True)
+    return in_sprite.float().mean(dim=0) >= share
 
 
 def palette_gated(outputs: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
@@ -163,7 +177,8 @@ def complete_any_mask(
 
 
 class RasterSampling(BaseModel):
-    """How a RasterModel draws: the sampling fields its config shares (each plugin's Config subclasses this)."""
+    """How a RasterModel draws, and which colors its gate spares: the fields its config shares (each plugin's
+    Config subclasses this)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     # Each plugin sets its own default: the temperature (and penalty) of the best mean validation F1 over
@@ -180,6 +195,9 @@ class RasterSampling(BaseModel):
     completion_candidates: int = Field(
         8, ge=1, description="raster completions weighed per sprite to fill a mask that is not the lower rows"
     )
+    shared_color_share: float = Field(
+        0.5, gt=0, le=1, description="colors at least this share of the training sprites use are never new to a sprite: the gate spares them"
+    )
 
 
 class RasterModel(TorchModel):
@@ -192,6 +210,27 @@ class RasterModel(TorchModel):
 
     likelihood = "exact"
     completes_any_mask = True
+    SHARED_COLORS = "shared_colors"  # the checkpoint's tensor of them, beside the network's weights
+
+    def __init__(self, config: RasterSampling, colors: int, size: int) -> None:
+        super().__init__(config, colors, size)
+        self.shared_colors = torch.zeros(colors, dtype=torch.bool)  # none until fit finds them in the training sprites
+
+    def fit(self, train: np.ndarray, val: np.ndarray, settings: TrainSettings, context: FitContext) -> FitResult:
+        self.shared_colors = shared_colors(train, self.colors, self.config.shared_color_share)
+        return super().fit(train, val, settings, context)
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), self.SHARED_COLORS: self.shared_colors.clone()}
+
+    def load_state(self, tensors: dict[str, Any]) -> None:
+        weights = dict(tensors)
+        self.shared_colors = torch.as_tensor(weights.pop(self.SHARED_COLORS)).to(torch.bool)  # KeyError: written before them
+        super().load_state(weights)
+
+    def _used(self, used: torch.Tensor) -> torch.Tensor:
+        """The colors each sprite has used (..., K), with the shared colors counted as used from the start."""
+        return used | self.shared_colors.to(used.device)
 
     def outputs(self, images: torch.Tensor) -> torch.Tensor:
         """Every raster position's color logits and new-color gate from the pixels before it: (n, S*S, K + 1)."""
@@ -203,12 +242,12 @@ class RasterModel(TorchModel):
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Color logits of every raster position from the pixels before it, the gate applied: (n, S*S, K)."""
-        return palette_gated(self.outputs(images), colors_used_before(images.reshape(len(images), -1), self.colors))
+        return palette_gated(self.outputs(images), self._used(colors_used_before(images.reshape(len(images), -1), self.colors)))
 
     def drawing_step(self, n: int) -> DrawingStep:
         """make_step's step with the gate applied to the colors the sampler says each sprite has used: logits (n, K)."""
         step = self.make_step(n)
-        return lambda neighbours, position, used: palette_gated(step(neighbours, position), used)
+        return lambda neighbours, position, used: palette_gated(step(neighbours, position), self._used(used))
 
     def _nats_per_pixel(self, images: torch.Tensor) -> torch.Tensor:
         targets = images.reshape(len(images), -1)
