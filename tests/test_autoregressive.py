@@ -1,4 +1,5 @@
-"""Issue 10: the raster machinery PixelRNN and the Transformer share (pokegen.autoregressive), with known answers."""
+"""Issue 10: the raster machinery PixelRNN and the Transformer share (pokegen.autoregressive), with known answers;
+the VAE's PixelCNN decoder shares its new-color gate."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from pokegen.evaluation import shape_mask
 from pokegen.plugin import FitContext, TrainSettings
 from pokegen.plugins.pixelrnn import PixelRNN, PixelRNNConfig
 from pokegen.plugins.transformer import SpriteTransformer, TransformerConfig
+from pokegen.plugins.vae import VAE, VAEConfig
 from pokegen.testing import toy_sprites
 
 
@@ -75,26 +77,60 @@ def test_the_gate_spares_the_shared_colors_from_the_first_pixel_on() -> None:
     assert torch.allclose(probabilities[1], torch.tensor([0.2, 0.4, 0.4])), "2 drawn: 1 and 2 used, 0 new"
 
 
-def test_fit_finds_the_shared_colors_and_the_checkpoint_keeps_them(tmp_path) -> None:
+GATED = {  # a model with a new-color gate, and where it keeps its shared colors (attribute, checkpoint tensor)
+    "pixelrnn": (lambda: PixelRNN(PixelRNNConfig(hidden=8), colors=6, size=8), lambda model: model.shared_colors, "shared_colors"),
+    "vae": (
+        lambda: VAE(VAEConfig(channels=8, embed=4, head_channels=8), colors=6, size=8),
+        lambda model: model.module.head.shared_colors,
+        "head.shared_colors",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", GATED)
+def test_fit_finds_the_shared_colors_and_the_checkpoint_keeps_them(tmp_path, name) -> None:
+    build, shared_of, tensor = GATED[name]
     sprites = np.zeros((40, 8, 8), dtype=np.uint8)  # the background 0 in all
     sprites[:, 4:, 4:] = 1 + np.arange(40)[:, None, None] % 4  # colors 1-4 each in a quarter of the sprites
     sprites[::4, 0, 0] = sprites[1::4, 0, 0] = sprites[2::4, 0, 0] = 5  # color 5 in three quarters
     torch.manual_seed(0)
-    model = PixelRNN(PixelRNNConfig(hidden=8), colors=6, size=8)
+    model = build()
     model.fit(sprites[:32], sprites[32:], TrainSettings(epochs=1, batch_size=16), FitContext())
-    assert model.shared_colors.tolist() == [True, False, False, False, False, True]
+    assert shared_of(model).tolist() == [True, False, False, False, False, True]
     save_checkpoint(model, tmp_path, data_sha256="0" * 64, summary={})
     loaded = load_checkpoint(tmp_path)
-    assert loaded.shared_colors.tolist() == model.shared_colors.tolist()
+    assert shared_of(loaded).tolist() == shared_of(model).tolist()
     assert np.array_equal(loaded.sample(4, seed=3), model.sample(4, seed=3)), "the loaded model draws what the trained one drew"
 
     from safetensors.torch import load, save
 
     tensors = load((tmp_path / WEIGHTS).read_bytes())
-    del tensors["shared_colors"]  # as a checkpoint from before the shared colors
+    del tensors[tensor]  # as a checkpoint from before the shared colors
     (tmp_path / WEIGHTS).write_bytes(save(tensors))
-    with pytest.raises(DataError, match=r"do not fit the installed pixelrnn plugin's network.*dvc repro train@pixelrnn"):
+    with pytest.raises(DataError, match=rf"do not fit the installed {name} plugin's network.*dvc repro train@{name}"):
         load_checkpoint(tmp_path)
+
+
+def test_the_vae_decoder_gates_the_colors_new_to_the_sprite_and_spares_the_shared_ones() -> None:
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(channels=8, embed=4, head_channels=8), colors=6, size=8)
+    head = model.module.head
+    head.shared_colors.copy_(torch.tensor([False, False, False, False, False, True]))
+    image = torch.zeros((1, 8, 8), dtype=torch.long)
+    image[0, 2, 3] = 3
+    codes = torch.randn(1, 10)
+    with torch.no_grad():
+        raw = head.outputs(image, model.module.features(codes))[0].permute(1, 2, 0)  # (S, S, K + 1), the gate last
+        logits = model.module.logits(codes, image)[0].permute(1, 2, 0)  # (S, S, K)
+    taken = torch.nn.functional.softplus(raw[..., -1])
+    assert (taken > 0).all()
+    # The first pixel: nothing used yet, every color but the shared 5 loses the gate's nats.
+    assert torch.allclose(logits[0, 0, :5], raw[0, 0, :5] - taken[0, 0]) and logits[0, 0, 5] == raw[0, 0, 5]
+    # The second: the background 0 is used now.
+    assert logits[0, 1, 0] == raw[0, 1, 0] and torch.allclose(logits[0, 1, 3], raw[0, 1, 3] - taken[0, 1])
+    # Color 3 at (2, 3) is new there, used after it.
+    assert torch.allclose(logits[2, 3, 3], raw[2, 3, 3] - taken[2, 3]) and logits[2, 4, 3] == raw[2, 4, 3]
+    assert torch.allclose(logits[2, 4, 1], raw[2, 4, 1] - taken[2, 4]), "a color never drawn stays new"
 
 
 RASTER_MODELS = [

@@ -20,6 +20,13 @@ and to its left, so outlines and flat colors come out. Its view is kept local (a
 convolution, then `head_layers` 3x3 ones) so that the code must carry what is far away, the shape
 and the palette (Chen et al., Variational Lossy Autoencoder, 2017); free bits (Kingma et al., 2016)
 keep every code dimension from collapsing to the prior in training. `kl_per_dimension` shows it.
+
+A local view cannot see which colors the sprite has used so far, and the code carries the palette only
+roughly: without more, the decoder strewed one-off colors through its sprites (28.7 colors a sprite, real
+ones 12.4), most of them dark grays. So it has the raster models' new-color gate (pokegen.autoregressive):
+one more output per pixel, and every color the sprite has not used before that pixel loses softplus(gate)
+nats; the colors nearly every sprite shares (white, the outline and inner-line grays) are spared. The
+colors used before a pixel are exact knowledge of the pixels before it, so the bound stays a bound.
 """
 
 from __future__ import annotations
@@ -30,15 +37,15 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
-from pokegen.plugin import ACTIVE_CODE_NATS, Resources, bits_per_pixel
+from pokegen.autoregressive import SharedColorsConfig, colors_used_before, palette_gated, shared_colors
+from pokegen.plugin import ACTIVE_CODE_NATS, FitContext, FitResult, Resources, TrainSettings, bits_per_pixel
 from pokegen.training import TorchModel
 
 
-class VAEConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class VAEConfig(SharedColorsConfig):
     latent_dim: int = Field(10, ge=1, description="code size (the lecture: 10)")
     embed: int = Field(16, ge=1, description="per-pixel color embedding fed to the encoder")
     channels: int = Field(64, ge=1)
@@ -47,6 +54,7 @@ class VAEConfig(BaseModel):
     )
     head_channels: int = Field(32, ge=1, description="channels of the PixelCNN decoder")
     head_layers: int = Field(2, ge=0, description="3x3 masked layers after its first 5x5 one: how far it sees")
+    new_color_gate: bool = Field(True, description="the PixelCNN decoder's new-color gate, as the raster models' (false: none)")
     free_bits: float = Field(0.1, ge=0, description="nats per code dimension below which training does not push the KL")
     temperature: float = Field(
         0.85, gt=0, description="sampling temperature of the PixelCNN decoder (below 1: flatter colors, fewer stray pixels)"
@@ -77,19 +85,33 @@ class _PixelCNNHead(nn.Module):
     def __init__(self, colors: int, features: int, config: VAEConfig) -> None:
         super().__init__()
         h, layers = config.head_channels, config.head_layers
+        self.colors, self.gated = colors, config.new_color_gate
         self.embed = nn.Embedding(colors, h)
         self.first = MaskedConv2d(h, h, 5, include_centre=False)
         self.layers = nn.ModuleList(MaskedConv2d(h, h, 3, include_centre=True) for _ in range(layers))
         self.condition = nn.Conv2d(features, h * (1 + layers), 1)  # the code into every layer
-        self.out = nn.Conv2d(h, colors, 1)
+        self.out = nn.Conv2d(h, colors + int(self.gated), 1)  # the K color logits, and the new-color gate
         self.rows_seen = 2 + layers  # rows above a pixel that reach it: sampling needs only those
+        # Never new to a sprite (fit finds them); a buffer, so the checkpoint keeps them with the weights.
+        self.register_buffer("shared_colors", torch.zeros(colors, dtype=torch.bool))
 
-    def forward(self, images: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    def outputs(self, images: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Every pixel's outputs before the gate: (B, K + 1, S, S) with the gate, (B, K, S, S) without."""
         conditions = self.condition(features).chunk(1 + len(self.layers), dim=1)
         x = self.first(self.embed(images).permute(0, 3, 1, 2)) + conditions[0]
         for layer, condition in zip(self.layers, conditions[1:], strict=True):
             x = x + layer(F.relu(x)) + condition
         return self.out(F.relu(x))
+
+    def gate(self, outputs: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+        """Outputs (..., K + 1), channels last, and the colors used before each pixel (..., K) -> color logits (..., K)."""
+        return palette_gated(outputs, used | self.shared_colors) if self.gated else outputs
+
+    def forward(self, images: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Color logits (B, K, S, S) of every pixel of ``images`` (teacher-forced)."""
+        n, height, width = images.shape
+        used = colors_used_before(images.reshape(n, -1), self.colors).reshape(n, height, width, self.colors)
+        return self.gate(self.outputs(images, features).permute(0, 2, 3, 1), used).permute(0, 3, 1, 2)
 
 
 class _Network(nn.Module):
@@ -146,6 +168,11 @@ class VAE(TorchModel):
     def __init__(self, config: VAEConfig, colors: int, size: int) -> None:
         super().__init__(config, colors, size)
         self.module = _Network(colors, size, config)
+
+    def fit(self, train: np.ndarray, val: np.ndarray, settings: TrainSettings, context: FitContext) -> FitResult:
+        if self.module.autoregressive:
+            self.module.head.shared_colors.copy_(shared_colors(train, self.colors, self.config.shared_color_share))
+        return super().fit(train, val, settings, context)
 
     def _terms(self, images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per image: reconstruction negative log-likelihood in nats, and the KL of each code dimension (B, D)."""
@@ -236,16 +263,18 @@ class VAE(TorchModel):
     def _draw(self, features: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
         """Raster-order sampling by inverse CDF of ``uniforms`` (n, S, S). Each step runs the head only on the
         rows that reach the current one."""
-        head, size = self.module.head, self.size
-        canvas = torch.zeros((len(features), size, size), dtype=torch.long, device=features.device)
+        head, size, n = self.module.head, self.size, len(features)
+        canvas = torch.zeros((n, size, size), dtype=torch.long, device=features.device)
+        used = torch.zeros((n, self.colors), dtype=torch.bool, device=features.device)  # the colors each sprite has drawn
         for row in range(size):
             top = max(0, row - head.rows_seen)
             window_features = features[:, :, top : row + 1]
             for column in range(size):
-                logits = head(canvas[:, top : row + 1], window_features)[:, :, row - top, column]
+                logits = head.gate(head.outputs(canvas[:, top : row + 1], window_features)[:, :, row - top, column], used)
                 cumulative = torch.softmax(logits / self.config.temperature, dim=1).cumsum(dim=1)
-                drawn = (cumulative < uniforms[:, row, column, None]).sum(dim=1)
-                canvas[:, row, column] = drawn.clamp(max=logits.shape[1] - 1)
+                drawn = (cumulative < uniforms[:, row, column, None]).sum(dim=1).clamp(max=self.colors - 1)
+                canvas[:, row, column] = drawn
+                used[torch.arange(n, device=used.device), drawn] = True
         return canvas
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:

@@ -176,11 +176,19 @@ def complete_any_mask(
     return pixels[torch.arange(len(images), device=device), chosen].cpu().numpy().astype(np.uint8)
 
 
-class RasterSampling(BaseModel):
+class SharedColorsConfig(BaseModel):
+    """The config field of every model with a new-color gate: which colors it spares."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    shared_color_share: float = Field(
+        0.5, gt=0, le=1, description="colors at least this share of the training sprites use are never new to a sprite: the gate spares them"
+    )
+
+
+class RasterSampling(SharedColorsConfig):
     """How a RasterModel draws, and which colors its gate spares: the fields its config shares (each plugin's
     Config subclasses this)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     # Each plugin sets its own default: the temperature (and penalty) of the best mean validation F1 over
     # sampling seeds (benchmarks/RESULTS.md), picked again whenever the model changes.
     temperature: float = Field(1.0, gt=0, description="sampling temperature")
@@ -194,9 +202,6 @@ class RasterSampling(BaseModel):
     )
     completion_candidates: int = Field(
         8, ge=1, description="raster completions weighed per sprite to fill a mask that is not the lower rows"
-    )
-    shared_color_share: float = Field(
-        0.5, gt=0, le=1, description="colors at least this share of the training sprites use are never new to a sprite: the gate spares them"
     )
 
 
