@@ -224,7 +224,7 @@ class VAE(TorchModel):
         generator = self._generator(seed)
         batch = torch.as_tensor(images, dtype=torch.long, device=self.device)
         bounds = []
-        for chunk in batch.split(max(1, 2048 // k)):
+        for chunk in batch.split(max(1, 1024 // k)):  # 1,024 codes a chunk: ~0.5 GB each for the logits, with the gate
             mean, log_var = self.module.encode(chunk)
             std = torch.exp(0.5 * log_var)
             noise = torch.randn((k, *mean.shape), generator=generator, device=self.device)

@@ -71,9 +71,15 @@ def neighbours_at(drawn: torch.Tensor, position: int, size: int, outside: int) -
 
 
 def colors_used_before(flat: torch.Tensor, colors: int) -> torch.Tensor:
-    """For raster tokens (n, L): has the sprite used color k before position t? (n, L, K) bool."""
-    seen = F.one_hot(flat, colors).cumsum(dim=1) > 0
-    return torch.cat([torch.zeros_like(seen[:, :1]), seen[:, :-1]], dim=1)
+    """For raster tokens (n, L): has the sprite used color k before position t? (n, L, K) bool.
+
+    From each color's first position, so nothing larger than the answer is made: a running count over one-hot
+    int64 maps took 16 times its memory (2.2 GB for the VAE's importance-weighted bound, 2,048 sprites a chunk)."""
+    n, length = flat.shape
+    positions = torch.arange(length, device=flat.device)
+    first = torch.full((n, colors), length, dtype=torch.long, device=flat.device)  # never used: past the end
+    first.scatter_reduce_(1, flat, positions.expand(n, -1), reduce="amin")
+    return first[:, None, :] < positions[None, :, None]
 
 
 def shared_colors(sprites: np.ndarray, colors: int, share: float) -> torch.Tensor:
