@@ -15,6 +15,7 @@ import pytest
 import yaml
 from conftest import make_sprite, run
 from PIL import Image
+from scipy import ndimage
 
 from pokegen.artifacts import SpriteDataset
 from pokegen.baselines import FrequencyBaseline, FrequencyConfig, NeighbourBaseline, NeighbourConfig, fitted_baselines
@@ -31,6 +32,7 @@ from pokegen.evaluation import (
     lone_pixel_share,
     nearest_hamming,
     novelty_metrics,
+    outlined_edge_share,
 )
 from pokegen.images import COVER_RGB, GUTTER_RGB
 from pokegen.layout import Layout
@@ -159,6 +161,34 @@ def test_colors_per_sprite_counts_each_sprites_distinct_colors() -> None:
     noise = np.random.default_rng(0).integers(0, 167, (64, 20, 20)).astype(np.uint8)
     expected = 167 * (1 - (166 / 167) ** 400)  # distinct values among 400 uniform draws from 167
     assert colors_per_sprite(noise) == pytest.approx(expected, abs=1.5)
+
+
+def test_outlined_edges_count_the_dark_share_of_the_pixels_beside_the_background() -> None:
+    palette = np.array([[255, 255, 255], [250, 220, 60], [40, 40, 48]], dtype=np.uint8)  # white, a yellow body, a dark outline
+    bare = np.zeros((1, 5, 5), dtype=np.uint8)
+    bare[0, 1:4, 1:4] = 1  # a 3x3 body on white: its 8 outer pixels are edges, the centre is not
+    assert outlined_edge_share(bare, palette) == 0.0
+    ringed = bare.copy()
+    ringed[0, 1:4, 1:4], ringed[0, 2, 2] = 2, 1  # the same body inside a dark ring
+    assert outlined_edge_share(ringed, palette) == 1.0
+    assert outlined_edge_share(np.concatenate([bare, ringed]), palette) == 0.5, "pooled over the sprites' edge pixels"
+    half = bare.copy()
+    half[0, 1, 1:4] = 2  # outlined on top only: 3 of the 8 edges
+    assert outlined_edge_share(half, palette) == 3 / 8
+    assert outlined_edge_share(np.zeros((2, 5, 5), dtype=np.uint8), palette) == 0.0, "no sprite, no edges"
+
+
+@pytest.mark.slow
+def test_real_sprites_are_outlined_and_peeling_the_outline_shows(course: SpriteDataset) -> None:
+    real = course.splits["train"]
+    outlined = outlined_edge_share(real, course.palette)
+    assert outlined > 0.7, outlined
+    background = np.bincount(real[:, 0, 0]).argmax()
+    cross = np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], dtype=bool)  # four neighbours, one sprite at a time
+    sprite = real != background
+    inner = ndimage.binary_erosion(sprite, structure=cross, border_value=1)
+    peeled = np.where(sprite & ~inner, background, real).astype(np.uint8)  # the outermost ring painted over
+    assert outlined_edge_share(peeled, course.palette) < 0.6 * outlined, "what lies under the outline is mostly body"
 
 
 @pytest.mark.slow
@@ -424,6 +454,12 @@ def test_the_report_lists_every_model_and_baselines_and_its_images_load_in_a_bro
     assert vae["distribution"]["lone_pixels_real"] == real_share
     assert by_name["vae"][header.index(colors[0])] == f"{vae['distribution']['colors_per_sprite']:.3f}"
     assert vae["distribution"]["colors_per_sprite_real"] == real_colors
+    outlined = [column for column in header if column.startswith("outlined edges")]
+    real_outlined = outlined_edge_share(dataset.splits["test"], dataset.palette)
+    assert outlined == [f"outlined edges (real {real_outlined:.3f})"], "the real test sprites' share heads the column"
+    assert header.index(outlined[0]) == 8, "a headline figure, after colors per sprite"
+    assert by_name["vae"][header.index(outlined[0])] == f"{vae['distribution']['outlined_edges']:.3f}"
+    assert vae["distribution"]["outlined_edges_real"] == real_outlined
     assert by_name["vae"][header.index("code dims in use")] == f"{vae['likelihood']['code_dims_in_use']} of 10"
     assert by_name["gan"][header.index("code dims in use")] == "—", "no code to collapse"
     transformer = json.loads(layout.evaluation_metrics("transformer").read_text())

@@ -34,6 +34,7 @@ from pokegen.stats import distribution_metrics, features
 
 COPYING_Z = -3.0  # C_T below this (a z-score) flags a model as copying its training sprites
 MIN_CELL_SHARE = 0.05  # a C_T cell counts when it holds at least this share of the samples (the paper's tau)
+OUTLINE_LUMINANCE = 110  # of 255 (Rec. 601 luma): a color darker than this can be an outline's
 
 
 def cover_mask(count: int, size: int, cover: float) -> np.ndarray:
@@ -208,6 +209,23 @@ def colors_per_sprite(images: np.ndarray) -> float:
     return float(((flat[:, 1:] != flat[:, :-1]).sum(axis=1) + 1).mean())
 
 
+def outlined_edge_share(images: np.ndarray, palette: np.ndarray) -> float:
+    """Of the sprites' edge pixels (sprite pixels with a background pixel among their four neighbours), the share drawn in
+    a dark color (luma below OUTLINE_LUMINANCE): real sprites draw a dark outline around the body, a model that sets its
+    bodies straight on the background scores low. The background is the commonest corner color of ``images``; 0.0 when
+    they have no edge pixels."""
+    corners = images[:, [0, 0, -1, -1], [0, -1, 0, -1]]
+    on_background = images == np.bincount(corners.reshape(-1)).argmax()
+    beside = np.zeros_like(on_background)
+    beside[:, 1:] |= on_background[:, :-1]
+    beside[:, :-1] |= on_background[:, 1:]
+    beside[:, :, 1:] |= on_background[:, :, :-1]
+    beside[:, :, :-1] |= on_background[:, :, 1:]
+    edges = beside & ~on_background
+    dark = np.asarray(palette, dtype=np.float64) @ np.array([0.299, 0.587, 0.114]) < OUTLINE_LUMINANCE
+    return float(dark[images[edges]].mean()) if edges.any() else 0.0
+
+
 C2ST_FOLDS = 5
 
 
@@ -257,6 +275,9 @@ def evaluate(model: GenerativeModel, dataset: SpriteDataset, settings: EvaluateP
     metrics["distribution"].update(c2st_accuracy=accuracy, c2st_sprites_per_side=per_side)
     metrics["distribution"].update(lone_pixels=lone_pixel_share(samples), lone_pixels_real=lone_pixel_share(test))
     metrics["distribution"].update(colors_per_sprite=colors_per_sprite(samples), colors_per_sprite_real=colors_per_sprite(test))
+    metrics["distribution"].update(
+        outlined_edges=outlined_edge_share(samples, palette), outlined_edges_real=outlined_edge_share(test, palette)
+    )
     return Evaluation(metrics, samples, nearest, completions, masks, sprites_per_second)
 
 

@@ -78,9 +78,10 @@ def _beside_real(entries: list[Entry], title: str, key: str) -> str:
 def metrics_table(entries: list[Entry], covers: list[float], masks: list[str] = ()) -> Table:
     """Rows of figures as they appear in each evaluation/NAME/metrics.json, rounded to 3 decimals; the headline figures
     first, so a page narrower than the table still shows them."""
-    headline = ("precision", "recall", "c2st_accuracy", "lone_pixels", "colors_per_sprite")
+    headline = ("precision", "recall", "c2st_accuracy", "lone_pixels", "colors_per_sprite", "outlined_edges")
     headers = ["model", "likelihood", "test bits/pixel", "precision", "recall", "C2ST accuracy"]
     headers += [_beside_real(entries, "lone pixels", "lone_pixels"), _beside_real(entries, "colors per sprite", "colors_per_sprite")]
+    headers.append(_beside_real(entries, "outlined edges", "outlined_edges"))
     headers.append("ELBO bits/pixel")
     for cover in covers:
         headers += [f"completion {cover:.0%} accuracy", f"completion {cover:.0%} bits/pixel"]
@@ -177,6 +178,11 @@ NOTES = [
         "Colors per sprite: the mean number of distinct palette colors in a sample; real sprites use about a dozen, and "
         "one-off colors strewn through a sprite (clutter an eye sees, which lone pixels miss) raise it; the header gives "
         "the real test sprites' figure."
+    ),
+    (
+        "Outlined edges: of the samples' edge pixels (sprite pixels beside the background), the share in a dark color "
+        "(luma below 110 of 255): real sprites outline their bodies, a body set straight on the background lowers it; "
+        "the header gives the real test sprites' share."
     ),
     "Rows are sorted by the harmonic mean of precision and recall, best first (then by test bits/pixel).",
 ]
