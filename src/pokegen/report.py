@@ -181,8 +181,8 @@ NOTES = [
     ),
     (
         "Outlined edges: of the samples' edge pixels (sprite pixels beside the background), the share in a dark color "
-        "(luma below 110 of 255): real sprites outline their bodies, a body set straight on the background lowers it; "
-        "the header gives the real test sprites' share."
+        "(luma below 110 of 255): real sprites outline their bodies, a body set straight on the background lowers it "
+        "(dark specks on the background count as outlined too); the header gives the real test sprites' share."
     ),
     "Rows are sorted by the harmonic mean of precision and recall, best first (then by test bits/pixel).",
 ]
