@@ -12,7 +12,7 @@ import io
 import json
 from dataclasses import dataclass, field
 
-from pokegen.evaluation import cover_key, mask_key
+from pokegen.evaluation import OUTLINE_LUMINANCE, cover_key, mask_key
 from pokegen.plugin import ALWAYS_ACCEPTED
 from pokegen.stats import FEATURE_SPACE, f1_score
 
@@ -181,7 +181,7 @@ NOTES = [
     ),
     (
         "Outlined edges: of the samples' edge pixels (sprite pixels beside the background), the share in a dark color "
-        "(luma below 110 of 255): real sprites outline their bodies, a body set straight on the background lowers it "
+        f"(luma below {OUTLINE_LUMINANCE} of 255): real sprites outline their bodies, a body set straight on the background lowers it "
         "(dark specks on the background count as outlined too); the header gives the real test sprites' share."
     ),
     "Rows are sorted by the harmonic mean of precision and recall, best first (then by test bits/pixel).",
