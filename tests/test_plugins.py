@@ -418,6 +418,29 @@ def test_weights_an_older_network_wrote_are_refused_with_the_fix(tmp_path: Path)
     assert "generator.palette_bias.weight" in message and "dvc repro train@gan" in message
 
 
+
+def test_a_long_list_of_misfit_weights_is_cut_at_a_word(tmp_path: Path) -> None:
+    from safetensors.torch import load, save
+
+    from pokegen.checkpoint import WEIGHTS, save_checkpoint
+    from pokegen.errors import DataError
+
+    model = GAN(GANConfig(channels=8, latent_dim=8), colors=6, size=8)
+    save_checkpoint(model, tmp_path, data_sha256="0" * 64, summary={})
+    tensors = load((tmp_path / WEIGHTS).read_bytes())
+    kept = {"generator.palette_bias.weight": tensors["generator.palette_bias.weight"]}  # every other tensor missing
+    (tmp_path / WEIGHTS).write_bytes(save(kept))
+    with pytest.raises(RuntimeError) as torch_says:
+        GAN(GANConfig(channels=8, latent_dim=8), colors=6, size=8).load_state(kept)
+    assert len(str(torch_says.value)) > 400  # long enough to be cut
+    with pytest.raises(DataError) as info:
+        load_checkpoint(tmp_path)
+    message = str(info.value)
+    detail = message.split("network (", 1)[1].rsplit("); ", 1)[0]
+    assert len(detail) <= 300 and detail.endswith(" ...")
+    assert set(detail.removesuffix(" ...").split()) <= set(str(torch_says.value).split())  # whole words only
+    assert "dvc repro train@gan" in message.rsplit("); ", 1)[1]
+
 class _Scripted(PixelRNN):
     """Validation figures set by the test: epoch 2 is the best, epoch 3 the last."""
 

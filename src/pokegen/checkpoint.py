@@ -10,6 +10,7 @@ save_checkpoint and load_checkpoint are mirror images.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,6 @@ def load_checkpoint(folder: Path, plugin: type[GenerativeModel] | None = None) -
     try:
         model.load_state(tensors)
     except (RuntimeError, KeyError, ValueError) as exc:  # torch: missing or unexpected tensors, other shapes
-        detail = " ".join(str(exc).split())
-        raise DataError(f"{folder / WEIGHTS}: its weights do not fit the installed {record['plugin']} plugin's network ({detail[:300]}); {_retrain(record)}") from None
+        detail = textwrap.shorten(str(exc), 300, placeholder=" ...")  # torch lists every tensor; cut at a word
+        raise DataError(f"{folder / WEIGHTS}: its weights do not fit the installed {record['plugin']} plugin's network ({detail}); {_retrain(record)}") from None
     return model
