@@ -7,7 +7,8 @@ are), `stray` the share of pixels none of whose four neighbours has their color,
 pixels whose four neighbours share one other color (a lone pixel in a flat region: the speckle an eye
 sees; evaluate@MODEL's lone_pixels), `colors` the distinct colors per sprite (evaluate@MODEL's
 colors_per_sprite: one-off colors strewn through a sprite raise it), `outlined` the share of edge pixels in a
-dark color (evaluate@MODEL's outlined_edges); all are printed for the real test sprites first. Run from a reproduced repository (after `dvc repro`):
+dark color (evaluate@MODEL's outlined_edges), `frag` the small pieces apart from the body per sprite
+(evaluate@MODEL's fragments); all are printed for the real test sprites first. Run from a reproduced repository (after `dvc repro`):
 
     python benchmarks/bench_sampling.py [--models pixelrnn,transformer] [--seeds 0,1,2,3] [--settings 0.9,0,1[,0[,0.5]]] [--out sampling-grids]
 
@@ -28,7 +29,13 @@ import torch
 from pokegen.artifacts import SpriteDataset
 from pokegen.autoregressive import draw
 from pokegen.checkpoint import load_checkpoint
-from pokegen.evaluation import classifier_two_sample_accuracy, colors_per_sprite, lone_pixel_share, outlined_edge_share
+from pokegen.evaluation import (
+    classifier_two_sample_accuracy,
+    colors_per_sprite,
+    fragments_per_sprite,
+    lone_pixel_share,
+    outlined_edge_share,
+)
 from pokegen.images import palette_grid
 from pokegen.layout import Layout
 from pokegen.stats import distribution_metrics, f1_score
@@ -80,10 +87,10 @@ def main() -> None:
     held_out = np.concatenate([test, dataset.splits["val"]])
     args.out.mkdir(exist_ok=True)
     print(f"real test sprites: same {same_color_share(test):.3f} stray {stray_share(test):.3f} lone {lone_pixel_share(test):.4f} colors {colors_per_sprite(test):.1f}"
-          f" outlined {outlined_edge_share(test, palette):.3f}")
+          f" outlined {outlined_edge_share(test, palette):.3f} frag {fragments_per_sprite(test):.2f}")
     print(
         f"{'model':<12}{'temperature':>12}{'epsilon':>8}{'top-p':>6}{'min-p':>6}{'penalty':>8}{'seed':>5}{'precision':>10}{'recall':>8}"
-        f"{'coverage':>9}{'C2ST':>7}{'same':>7}{'stray':>7}{'lone':>8}{'colors':>7}{'outlined':>9}{'val P':>7}{'val R':>7}{'val F1':>7}"
+        f"{'coverage':>9}{'C2ST':>7}{'same':>7}{'stray':>7}{'lone':>8}{'colors':>7}{'outlined':>9}{'frag':>6}{'val P':>7}{'val R':>7}{'val F1':>7}"
     )
     for name in args.models.split(","):
         model = load_checkpoint(layout.model_dir(name))
@@ -111,7 +118,7 @@ def main() -> None:
                 f"{name:<12}{temperature:>12}{epsilon:>8}{top_p:>6}{fraction:>6}{penalty:>8}{seed:>5}{found['precision']:>10.3f}{found['recall']:>8.3f}"
                 f"{found['coverage']:>9.3f}{c2st:>7.3f}{same_color_share(samples):>7.3f}{stray_share(samples):>7.3f}"
                 f"{lone_pixel_share(samples):>8.4f}{colors_per_sprite(samples):>7.1f}"
-                f"{outlined_edge_share(samples, palette):>9.3f}{on_val['precision']:>7.3f}{on_val['recall']:>7.3f}{f1_score(on_val['precision'], on_val['recall']):>7.3f}"
+                f"{outlined_edge_share(samples, palette):>9.3f}{fragments_per_sprite(samples):>6.2f}{on_val['precision']:>7.3f}{on_val['recall']:>7.3f}{f1_score(on_val['precision'], on_val['recall']):>7.3f}"
             )
             palette_grid(samples[:64], palette, columns=8, scale=4).save(args.out / f"{name}-t{temperature}-e{epsilon}-p{top_p}-m{fraction}-n{penalty}-s{seed}.png")
 

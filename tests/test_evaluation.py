@@ -27,6 +27,7 @@ from pokegen.evaluation import (
     completion_metrics,
     cover_mask,
     evaluate,
+    fragments_per_sprite,
     latent_grid_codes,
     likelihood_metrics,
     lone_pixel_share,
@@ -190,6 +191,46 @@ def test_real_sprites_are_outlined_and_peeling_the_outline_shows(course: SpriteD
     peeled = np.where(sprite & ~inner, background, real).astype(np.uint8)  # the outermost ring painted over
     assert outlined_edge_share(peeled, course.palette) < 0.6 * outlined, "what lies under the outline is mostly body"
 
+
+def test_fragments_are_the_small_pieces_apart_from_each_sprites_body() -> None:
+    body = np.zeros((1, 9, 9), dtype=np.uint8)
+    body[0, 3:6, 3:6] = 1  # one 3x3 body on the background (0)
+    assert fragments_per_sprite(body) == 0.0
+    dotted = body.copy()
+    dotted[0, 0, 0], dotted[0, 8, 1:4] = 2, 2  # a dot and a 3-pixel dash apart from it
+    assert fragments_per_sprite(dotted) == 2.0
+    touching = body.copy()
+    touching[0, 2, 2] = 2  # diagonal to the body: 8-connected, part of it
+    assert fragments_per_sprite(touching) == 0.0
+    long_dash = body.copy()
+    long_dash[0, 8, 1:5] = 2  # 4 pixels: a part, not a fragment
+    assert fragments_per_sprite(long_dash) == 0.0
+    assert fragments_per_sprite(np.concatenate([body, dotted])) == 1.0, "the mean over sprites: 0 and 2"
+    twins = np.zeros((1, 9, 9), dtype=np.uint8)
+    twins[0, 1, 1], twins[0, 7, 7] = 1, 1  # two dots and nothing else: neither is smaller than the largest piece
+    assert fragments_per_sprite(twins) == 0.0
+    below = np.zeros((1, 9, 9), dtype=np.uint8)
+    below[0, 0, 7:9], below[0, 4, 4] = 1, 1  # a dot where the sprite before has its body, a 2-pixel dash apart
+    assert fragments_per_sprite(np.concatenate([body, below])) == 0.5, "pieces never join across sprites"
+    assert fragments_per_sprite(np.zeros((2, 9, 9), dtype=np.uint8)) == 0.0, "no sprite, no fragments"
+
+
+@pytest.mark.slow
+def test_real_sprites_are_one_body_and_strewn_dots_show(course: SpriteDataset) -> None:
+    real = course.splits["train"]
+    clean = fragments_per_sprite(real)
+    assert clean < 0.15, clean
+    background = np.bincount(real[:, 0, 0]).argmax()
+    dark = np.argmin(course.palette.astype(int).sum(axis=1))
+    strewn, dots, rng = real.copy(), 0, np.random.default_rng(0)
+    for sprite in strewn:
+        for _ in range(3):  # up to three dots, each on the background with nothing but background around it
+            rows, columns = np.nonzero(ndimage.binary_erosion(sprite == background, structure=np.ones((3, 3)), border_value=1))
+            if len(rows):  # a sprite that fills its square has no room
+                pick = rng.integers(len(rows))
+                sprite[rows[pick], columns[pick]], dots = dark, dots + 1
+    assert dots > 2.5 * len(real), dots
+    assert fragments_per_sprite(strewn) == pytest.approx(clean + dots / len(real)), "each dot a fragment, nothing else changed"
 
 @pytest.mark.slow
 def test_real_sprites_use_about_a_dozen_colors_and_strewn_strays_show(course: SpriteDataset) -> None:
@@ -460,6 +501,12 @@ def test_the_report_lists_every_model_and_baselines_and_its_images_load_in_a_bro
     assert header.index(outlined[0]) == 8, "a headline figure, after colors per sprite"
     assert by_name["vae"][header.index(outlined[0])] == f"{vae['distribution']['outlined_edges']:.3f}"
     assert vae["distribution"]["outlined_edges_real"] == real_outlined
+    fragments = [column for column in header if column.startswith("fragments per sprite")]
+    real_fragments = fragments_per_sprite(dataset.splits["test"])
+    assert fragments == [f"fragments per sprite (real {real_fragments:.3f})"], "the real test sprites' figure heads the column"
+    assert header.index(fragments[0]) == 9, "a headline figure, after outlined edges"
+    assert by_name["vae"][header.index(fragments[0])] == f"{vae['distribution']['fragments']:.3f}"
+    assert vae["distribution"]["fragments_real"] == real_fragments
     assert by_name["vae"][header.index("code dims in use")] == f"{vae['likelihood']['code_dims_in_use']} of 10"
     assert by_name["gan"][header.index("code dims in use")] == "—", "no code to collapse"
     transformer = json.loads(layout.evaluation_metrics("transformer").read_text())

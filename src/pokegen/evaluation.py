@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 from scipy.stats import mannwhitneyu
 from sklearn.cluster import KMeans
 from sklearn.metrics import pairwise_distances
@@ -35,6 +36,7 @@ from pokegen.stats import distribution_metrics, features
 COPYING_Z = -3.0  # C_T below this (a z-score) flags a model as copying its training sprites
 MIN_CELL_SHARE = 0.05  # a C_T cell counts when it holds at least this share of the samples (the paper's tau)
 OUTLINE_LUMINANCE = 110  # of 255 (Rec. 601 luma): a color darker than this can be an outline's
+FRAGMENT_PIXELS = 3  # a piece of sprite this small, apart from the body, is a fragment (a dash, a dot)
 
 
 def cover_mask(count: int, size: int, cover: float) -> np.ndarray:
@@ -226,6 +228,26 @@ def outlined_edge_share(images: np.ndarray, palette: np.ndarray) -> float:
     return float(dark[images[edges]].mean()) if edges.any() else 0.0
 
 
+def fragments_per_sprite(images: np.ndarray) -> float:
+    """The mean number of fragments in a sprite: pieces of at most FRAGMENT_PIXELS pixels (8-connected, of anything but
+    the background) smaller than the sprite's largest piece. Real sprites are one body with the odd detail apart (about
+    0.07 fragments a sprite). A raster model that starts an outline beside the body and drops it a row later leaves a
+    dash on the background, which lone pixels (a dash is not alone) and colors per sprite (it is in the outline's
+    color) do not count. The background is the commonest corner color of ``images``."""
+    corners = images[:, [0, 0, -1, -1], [0, -1, 0, -1]]
+    sprite = images != np.bincount(corners.reshape(-1)).argmax()
+    within_a_sprite = np.zeros((3, 3, 3), dtype=bool)
+    within_a_sprite[1] = True  # 8-connected in each sprite, never across two
+    pieces, count = ndimage.label(sprite, structure=within_a_sprite)
+    if count == 0:
+        return 0.0
+    sizes = np.bincount(pieces.reshape(-1))[1:]
+    owner = np.array([where[0].start for where in ndimage.find_objects(pieces)])  # each piece's sprite
+    largest = np.zeros(len(images), dtype=sizes.dtype)
+    np.maximum.at(largest, owner, sizes)
+    return float(((sizes <= FRAGMENT_PIXELS) & (sizes < largest[owner])).sum() / len(images))
+
+
 C2ST_FOLDS = 5
 
 
@@ -278,6 +300,7 @@ def evaluate(model: GenerativeModel, dataset: SpriteDataset, settings: EvaluateP
     metrics["distribution"].update(
         outlined_edges=outlined_edge_share(samples, palette), outlined_edges_real=outlined_edge_share(test, palette)
     )
+    metrics["distribution"].update(fragments=fragments_per_sprite(samples), fragments_real=fragments_per_sprite(test))
     return Evaluation(metrics, samples, nearest, completions, masks, sprites_per_second)
 
 

@@ -12,7 +12,7 @@ import io
 import json
 from dataclasses import dataclass, field
 
-from pokegen.evaluation import OUTLINE_LUMINANCE, cover_key, mask_key
+from pokegen.evaluation import FRAGMENT_PIXELS, OUTLINE_LUMINANCE, cover_key, mask_key
 from pokegen.plugin import ALWAYS_ACCEPTED
 from pokegen.stats import FEATURE_SPACE, f1_score
 
@@ -78,10 +78,11 @@ def _beside_real(entries: list[Entry], title: str, key: str) -> str:
 def metrics_table(entries: list[Entry], covers: list[float], masks: list[str] = ()) -> Table:
     """Rows of figures as they appear in each evaluation/NAME/metrics.json, rounded to 3 decimals; the headline figures
     first, so a page narrower than the table still shows them."""
-    headline = ("precision", "recall", "c2st_accuracy", "lone_pixels", "colors_per_sprite", "outlined_edges")
+    headline = ("precision", "recall", "c2st_accuracy", "lone_pixels", "colors_per_sprite", "outlined_edges", "fragments")
     headers = ["model", "likelihood", "test bits/pixel", "precision", "recall", "C2ST accuracy"]
     headers += [_beside_real(entries, "lone pixels", "lone_pixels"), _beside_real(entries, "colors per sprite", "colors_per_sprite")]
     headers.append(_beside_real(entries, "outlined edges", "outlined_edges"))
+    headers.append(_beside_real(entries, "fragments per sprite", "fragments"))
     headers.append("ELBO bits/pixel")
     for cover in covers:
         headers += [f"completion {cover:.0%} accuracy", f"completion {cover:.0%} bits/pixel"]
@@ -183,6 +184,11 @@ NOTES = [
         "Outlined edges: of the samples' edge pixels (sprite pixels beside the background), the share in a dark color "
         f"(luma below {OUTLINE_LUMINANCE} of 255): real sprites outline their bodies, a body set straight on the background lowers it "
         "(dark specks on the background count as outlined too); the header gives the real test sprites' share."
+    ),
+    (
+        f"Fragments per sprite: pieces of at most {FRAGMENT_PIXELS} pixels apart from the sprite's body (8-connected), "
+        "such as an outline begun beside the body and dropped a row later: the dashes on the background an eye sees; "
+        "the header gives the real test sprites' figure."
     ),
     "Rows are sorted by the harmonic mean of precision and recall, best first (then by test bits/pixel).",
 ]
