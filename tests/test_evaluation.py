@@ -232,6 +232,7 @@ def test_real_sprites_are_one_body_and_strewn_dots_show(course: SpriteDataset) -
     assert dots > 2.5 * len(real), dots
     assert fragments_per_sprite(strewn) == pytest.approx(clean + dots / len(real)), "each dot a fragment, nothing else changed"
 
+
 @pytest.mark.slow
 def test_real_sprites_use_about_a_dozen_colors_and_strewn_strays_show(course: SpriteDataset) -> None:
     clean = colors_per_sprite(course.splits["train"])

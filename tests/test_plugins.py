@@ -418,7 +418,6 @@ def test_weights_an_older_network_wrote_are_refused_with_the_fix(tmp_path: Path)
     assert "generator.palette_bias.weight" in message and "dvc repro train@gan" in message
 
 
-
 def test_a_long_list_of_misfit_weights_is_cut_at_a_word(tmp_path: Path) -> None:
     from safetensors.torch import load, save
 
@@ -440,6 +439,7 @@ def test_a_long_list_of_misfit_weights_is_cut_at_a_word(tmp_path: Path) -> None:
     assert len(detail) <= 300 and detail.endswith(" ...")
     assert set(detail.removesuffix(" ...").split()) <= set(str(torch_says.value).split())  # whole words only
     assert "dvc repro train@gan" in message.rsplit("); ", 1)[1]
+
 
 class _Scripted(PixelRNN):
     """Validation figures set by the test: epoch 2 is the best, epoch 3 the last."""
