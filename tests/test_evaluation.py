@@ -27,6 +27,7 @@ from pokegen.evaluation import (
     completion_metrics,
     cover_mask,
     evaluate,
+    fragment_pieces,
     fragments_per_sprite,
     latent_grid_codes,
     likelihood_metrics,
@@ -199,6 +200,9 @@ def test_fragments_are_the_small_pieces_apart_from_each_sprites_body() -> None:
     dotted = body.copy()
     dotted[0, 0, 0], dotted[0, 8, 1:4] = 2, 2  # a dot and a 3-pixel dash apart from it
     assert fragments_per_sprite(dotted) == 2.0
+    pieces, is_fragment = fragment_pieces(dotted)
+    fragment_labels = np.flatnonzero(is_fragment) + 1
+    assert np.argwhere(np.isin(pieces, fragment_labels))[:, 1:].tolist() == [[0, 0], [8, 1], [8, 2], [8, 3]], "the dot and the dash"
     touching = body.copy()
     touching[0, 2, 2] = 2  # diagonal to the body: 8-connected, part of it
     assert fragments_per_sprite(touching) == 0.0

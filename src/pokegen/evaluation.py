@@ -232,23 +232,31 @@ def outlined_edge_share(images: np.ndarray, palette: np.ndarray) -> float:
     return float(dark[images[edges]].mean()) if edges.any() else 0.0
 
 
-def fragments_per_sprite(images: np.ndarray) -> float:
-    """The mean number of fragments in a sprite: pieces of at most FRAGMENT_PIXELS pixels (8-connected, of anything but
-    the background) smaller than the sprite's largest piece. Real sprites are one body with the odd detail apart (0.05
-    fragments a sprite on the course's test split, 0.10 on validation). A raster model that starts an outline beside the body and drops it a row later leaves a
-    dash on the background, which lone pixels (a dash is not alone) and colors per sprite (it is in the outline's
-    color) do not count. The background is the commonest corner color of ``images``."""
+def fragment_pieces(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sprites' pieces and which are fragments: (labels (N, S, S), 0 on the background and piece i + 1 on piece i;
+    is_fragment (pieces,) bool). A piece is 8-connected, of anything but the background, within one sprite; a
+    fragment is a piece of at most FRAGMENT_PIXELS pixels smaller than its sprite's largest piece. The background is
+    the commonest corner color of ``images``."""
     sprite = images != background_color(images)
     within_a_sprite = np.zeros((3, 3, 3), dtype=bool)
     within_a_sprite[1] = True  # 8-connected in each sprite, never across two
     pieces, count = ndimage.label(sprite, structure=within_a_sprite)
     if count == 0:
-        return 0.0
+        return pieces, np.zeros(0, dtype=bool)
     sizes = np.bincount(pieces.reshape(-1))[1:]
     owner = np.array([where[0].start for where in ndimage.find_objects(pieces)])  # each piece's sprite
     largest = np.zeros(len(images), dtype=sizes.dtype)
     np.maximum.at(largest, owner, sizes)
-    return float(((sizes <= FRAGMENT_PIXELS) & (sizes < largest[owner])).sum() / len(images))
+    return pieces, (sizes <= FRAGMENT_PIXELS) & (sizes < largest[owner])
+
+
+def fragments_per_sprite(images: np.ndarray) -> float:
+    """The mean number of fragments in a sprite (fragment_pieces). Real sprites are one body with the odd detail apart
+    (0.05 fragments a sprite on the course's test split, 0.10 on validation). A raster model that starts an outline
+    beside the body and drops it a row later leaves a dash on the background, which lone pixels (a dash is not alone)
+    and colors per sprite (it is in the outline's color) do not count."""
+    _, is_fragment = fragment_pieces(images)
+    return float(is_fragment.sum() / len(images))
 
 
 C2ST_FOLDS = 5
