@@ -67,6 +67,9 @@ def main() -> None:
         model = load_checkpoint(layout.model_dir(name))
         samples = model.sample(SAMPLES, seed=args.seed)
         pieces, fragments = fragment_pieces(samples)
+        if not fragments.any():
+            print(f"{name:<12}{0:>10.2f}       0 | no fragments: nothing to look at")
+            continue
         in_fragment = np.isin(pieces, np.flatnonzero(fragments) + 1)
         other = (samples != background) & ~in_fragment
         drawn, distributions = drawn_probabilities(model, samples)
