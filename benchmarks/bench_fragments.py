@@ -26,6 +26,7 @@ import numpy as np
 from pokegen.artifacts import SpriteDataset
 from pokegen.autoregressive import RasterModel
 from pokegen.checkpoint import load_checkpoint
+from pokegen.errors import DataError
 from pokegen.evaluation import background_color, fragment_pieces
 from pokegen.layout import Layout
 
@@ -64,7 +65,12 @@ def main() -> None:
     print(f"{'model':<12}{'fragments':>10}{'pixels':>8} | p(drawn): fragment pixels{'other pixels':>14} | "
           f"p(bg) below | erased: gain nats  share gaining")  # fmt: skip
     for name in args.models.split(","):
-        model = load_checkpoint(layout.model_dir(name))
+        try:
+            model = load_checkpoint(layout.model_dir(name))
+        except DataError as exc:
+            parser.error(str(exc))
+        if not isinstance(model, RasterModel):
+            parser.error(f"--models: {name} has no exact per-pixel likelihood; give raster models (pixelrnn, transformer)")
         samples = model.sample(SAMPLES, seed=args.seed)
         pieces, fragments = fragment_pieces(samples)
         if not fragments.any():
