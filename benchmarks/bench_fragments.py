@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pokegen.artifacts import SpriteDataset
 from pokegen.autoregressive import RasterModel
 from pokegen.checkpoint import load_checkpoint
 from pokegen.errors import DataError
@@ -60,8 +59,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     layout = Layout(Path.cwd())
-    dataset = SpriteDataset.load(layout.dataset)
-    background = background_color(dataset.splits["train"])
     print(f"{'model':<12}{'fragments':>10}{'pixels':>8} | p(drawn): fragment pixels{'other pixels':>14} | "
           f"p(bg) below | erased: gain nats  share gaining")  # fmt: skip
     for name in args.models.split(","):
@@ -72,6 +69,7 @@ def main() -> None:
         if not isinstance(model, RasterModel):
             parser.error(f"--models: {name} has no exact per-pixel likelihood; give raster models (pixelrnn, transformer)")
         samples = model.sample(SAMPLES, seed=args.seed)
+        background = background_color(samples)  # the one fragment_pieces finds the pieces on
         pieces, fragments = fragment_pieces(samples)
         if not fragments.any():
             print(f"{name:<12}{0:>10.2f}       0 | no fragments: nothing to look at")
