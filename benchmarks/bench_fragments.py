@@ -39,11 +39,10 @@ from pokegen.layout import Layout
 SAMPLES = 256
 
 
-def drawn_probabilities(model: RasterModel, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """p(each pixel's color | the pixels before it), (n, S, S), and every color's, (n, S*S, K)."""
-    distributions = model.pixel_distributions(images)  # (n, S*S, K)
+def drawn_probabilities(distributions: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """p(each pixel's color | the pixels before it), (n, S, S), from every color's, (n, S*S, K)."""
     flat = images.reshape(len(images), -1, 1).astype(np.int64)
-    return np.take_along_axis(distributions, flat, axis=2).reshape(images.shape), distributions
+    return np.take_along_axis(distributions, flat, axis=2).reshape(images.shape)
 
 
 def below_background(distributions: np.ndarray, pieces: np.ndarray, fragments: np.ndarray, background: int) -> np.ndarray:
@@ -60,15 +59,15 @@ def below_background(distributions: np.ndarray, pieces: np.ndarray, fragments: n
     return np.array(found)
 
 
-def fragment_row(model: RasterModel, images: np.ndarray) -> str:
-    """The fragments of ``images`` seen through ``model``: one printed row (the module docstring's columns)."""
-    background = background_color(images)  # the one fragment_pieces finds the pieces on
+def fragment_row(model: RasterModel, images: np.ndarray, distributions: np.ndarray, background: int) -> str:
+    """The fragments of ``images`` seen through ``model`` (its p(pixel | the pixels before it), ``distributions``,
+    (n, S*S, K)): one printed row (the module docstring's columns)."""
     pieces, fragments = fragment_pieces(images)
     if not fragments.any():
         return f"{0:>10.2f}       0 | no fragments: nothing to look at"
     in_fragment = np.isin(pieces, np.flatnonzero(fragments) + 1)
     other = (images != background) & ~in_fragment
-    drawn, distributions = drawn_probabilities(model, images)
+    drawn = drawn_probabilities(distributions, images)
     below = below_background(distributions, pieces, fragments, background)
     hit = np.flatnonzero(in_fragment.any(axis=(1, 2)))
     erased = images[hit].copy()
@@ -91,13 +90,11 @@ def piece_starts(images: np.ndarray, background: int) -> np.ndarray:
     return (images != background) & above_clear & left_clear
 
 
-def starts_row(model: RasterModel, images: np.ndarray) -> str:
+def starts_row(images: np.ndarray, distributions: np.ndarray, background: int) -> str:
     """How many pieces ``images`` begin, how many of them go on in the next row, and the model's view of that."""
-    background = background_color(images)
     size = images.shape[1]
     sprite, row, column = np.nonzero(piece_starts(images, background)[:, :-1])  # a start in the last row cannot go on
     below = [images[sprite, row + 1, np.clip(column + offset, 0, size - 1)] != background for offset in (-1, 0, 1)]
-    distributions = model.pixel_distributions(images)
     model_below = 1 - distributions[sprite, (row + 1) * size + column, background]
     return (
         f"{len(sprite) / len(images):>8.2f} | {np.mean(np.any(below, axis=0)):>11.2f} | "
@@ -124,16 +121,18 @@ def main() -> None:
             parser.error(str(exc))
         if not isinstance(models[name], RasterModel):
             parser.error(f"--models: {name} has no exact per-pixel likelihood; give raster models (pixelrnn, transformer)")
-    drawn = {name: model.sample(SAMPLES, seed=args.seed) for name, model in models.items()}
+    fragment_rows, start_rows = [], []
+    for name, model in models.items():
+        for kind, images in (("drawn", model.sample(SAMPLES, seed=args.seed)), ("real", real)):
+            distributions = model.pixel_distributions(images)  # (n, S*S, K), once for both tables
+            background = background_color(images)  # the one fragment_pieces finds the pieces on
+            fragment_rows.append(f"{name:<12}{kind:<10}{fragment_row(model, images, distributions, background)}")
+            start_rows.append(f"{name:<12}{kind:<10}{starts_row(images, distributions, background)}")
     print(f"{'model':<12}{'sprites':<10}{'fragments':>10}{'pixels':>8} | p(drawn): fragment pixels{'other pixels':>14} | "
           f"p(bg) below | erased: gain nats  share gaining")  # fmt: skip
-    for name, model in models.items():
-        print(f"{name:<12}{'drawn':<10}{fragment_row(model, drawn[name])}")
-        print(f"{name:<12}{'real':<10}{fragment_row(model, real)}")
+    print("\n".join(fragment_rows))
     print(f"\n{'model':<12}{'sprites':<10}{'starts':>8} | {'carried on':>11} | just below: model p(not bg)  actual")
-    for name, model in models.items():
-        print(f"{name:<12}{'drawn':<10}{starts_row(model, drawn[name])}")
-        print(f"{name:<12}{'real':<10}{starts_row(model, real)}")
+    print("\n".join(start_rows))
 
 
 if __name__ == "__main__":
