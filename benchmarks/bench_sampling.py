@@ -43,7 +43,7 @@ from pokegen.stats import distribution_metrics, f1_score
 # (temperature, epsilon, top-p[, min-p[, new-color penalty]]): the full distribution first, the baseline
 SETTINGS = [
     (1.0, 0.0, 1.0), (0.85, 0.0, 1.0), (0.9, 0.0, 1.0), (0.95, 0.0, 1.0), (1.05, 0.0, 1.0), (1.1, 0.0, 1.0),
-    (1.0, 0.0, 1.0, 0.0, 0.5), (0.95, 0.0, 1.0, 0.0, 0.5), (1.0, 0.02, 1.0), (1.0, 0.0, 0.9),
+    (1.0, 0.0, 1.0, 0.0, 0.5), (1.0, 0.0, 1.0, 0.0, 0.25), (0.95, 0.0, 1.0, 0.0, 0.5), (1.0, 0.02, 1.0), (1.0, 0.0, 0.9),
 ]  # fmt: skip
 
 

@@ -30,13 +30,14 @@ from pokegen.plugins.vae import VAE, VAEConfig
 from pokegen.testing import toy_sprites
 
 
-def test_each_pixel_is_fed_the_pixel_before_and_the_three_above() -> None:
+def test_each_pixel_is_fed_the_pixel_before_the_three_above_and_the_one_two_above() -> None:
     image = torch.arange(9).reshape(1, 3, 3)  # colors 0..8 in raster order; 9 stands for off the sprite
     tokens = neighbour_tokens(image, outside=9)[0]
-    assert tokens[0].tolist() == [9, 9, 9, 9], "the first pixel sees nothing"
-    assert tokens[4].tolist() == [3, 0, 1, 2], "the centre: before it 3; above-left 0, above 1, above-right 2"
-    assert tokens[3].tolist() == [2, 9, 0, 1], "a row's first pixel follows the end of the row above"
-    assert tokens[5].tolist() == [4, 1, 2, 9], "off the right edge"
+    assert tokens[0].tolist() == [9, 9, 9, 9, 9], "the first pixel sees nothing"
+    assert tokens[4].tolist() == [3, 0, 1, 2, 9], "the centre: before it 3; above-left 0, above 1, above-right 2; two above: off"
+    assert tokens[3].tolist() == [2, 9, 0, 1, 9], "a row's first pixel follows the end of the row above"
+    assert tokens[5].tolist() == [4, 1, 2, 9, 9], "off the right edge"
+    assert tokens[7].tolist() == [6, 3, 4, 5, 1], "the last row: two above is the first row's"
     flat = image.reshape(1, -1)
     assert all(torch.equal(neighbours_at(flat, p, 3, 9)[0], tokens[p]) for p in range(9)), "sampling sees what training saw"
 

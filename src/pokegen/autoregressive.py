@@ -2,9 +2,10 @@
 completion of any mask.
 
 A raster model draws pixel t from p(x_t | x_<t). Besides its own memory of x_<t, each model is fed the
-neighbours of t that are already drawn: the pixel before it, and the three above it (above-left, above,
-above-right). An LSTM that sees only the pixel before must carry the pixel above through 20 steps of
-memory; handed to it, the same 512 cells reach a far better likelihood (benchmarks/RESULTS.md).
+neighbours of t that are already drawn: the pixel before it, the three above it (above-left, above,
+above-right), and the one two rows above, in that order; a model takes the first few it wants (FED). An LSTM
+that sees only the pixel before must carry the pixel above through 20 steps of memory; handed to it, the same
+512 cells reach a far better likelihood (benchmarks/RESULTS.md).
 
 Models plug in a *step*: a callable that takes the neighbour tokens of one position for a batch,
 (n, NEIGHBOURS) int64, with the position, and returns that position's outputs (n, K + 1), carrying its
@@ -38,7 +39,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pokegen.plugin import FitContext, FitResult, TrainSettings, bits_per_pixel
 from pokegen.training import TorchModel
 
-NEIGHBOURS = 4  # the pixel before (in raster order), above-left, above, above-right
+NEIGHBOURS = 5  # the pixel before (in raster order), above-left, above, above-right, two above
+# The neighbours a model is fed, by name: the first 1, 4 or 5 of them.
+FED = {"previous": 1, "neighbours": 4, "two_rows": 5}
 Step = Callable[[torch.Tensor, int], torch.Tensor]  # (neighbour tokens (n, NEIGHBOURS), position) -> outputs (n, K + 1)
 # (neighbour tokens, position, the colors each sprite has used before it (n, K) bool) -> color logits (n, K)
 DrawingStep = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]
@@ -48,12 +51,13 @@ def neighbour_tokens(images: torch.Tensor, outside: int) -> torch.Tensor:
     """For every raster position, the tokens of its already-drawn neighbours: (n, S*S, NEIGHBOURS).
 
     ``outside`` (the number of colors) stands for a neighbour off the sprite, and for the pixel before the first."""
-    n = images.shape[0]
-    padded = F.pad(images, (1, 1, 1, 0), value=outside)  # one row on top, one column each side: (n, S+1, S+2)
-    above_left, above, above_right = padded[:, :-1, :-2], padded[:, :-1, 1:-1], padded[:, :-1, 2:]
+    n, size = images.shape[0], images.shape[1]
+    padded = F.pad(images, (1, 1, 2, 0), value=outside)  # two rows on top, one column each side: (n, S+2, S+2)
+    above_left, above, above_right = padded[:, 1:-1, :-2], padded[:, 1:-1, 1:-1], padded[:, 1:-1, 2:]
+    two_above = padded[:, :size, 1:-1]
     flat = images.reshape(n, -1)
     before = torch.cat([torch.full((n, 1), outside, dtype=flat.dtype, device=flat.device), flat[:, :-1]], dim=1)
-    return torch.stack([before, above_left.reshape(n, -1), above.reshape(n, -1), above_right.reshape(n, -1)], dim=-1)
+    return torch.stack([before] + [pixels.reshape(n, -1) for pixels in (above_left, above, above_right, two_above)], dim=-1)
 
 
 def neighbours_at(drawn: torch.Tensor, position: int, size: int, outside: int) -> torch.Tensor:
@@ -67,7 +71,8 @@ def neighbours_at(drawn: torch.Tensor, position: int, size: int, outside: int) -
         return drawn[:, r * size + c]
 
     before = drawn[:, position - 1] if position > 0 else pixel(-1, 0)
-    return torch.stack([before, pixel(row - 1, column - 1), pixel(row - 1, column), pixel(row - 1, column + 1)], dim=1)
+    above = [pixel(row - 1, column - 1), pixel(row - 1, column), pixel(row - 1, column + 1), pixel(row - 2, column)]
+    return torch.stack([before, *above], dim=1)
 
 
 def colors_used_before(flat: torch.Tensor, colors: int) -> torch.Tensor:
