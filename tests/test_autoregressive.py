@@ -136,12 +136,13 @@ def test_the_vae_decoder_gates_the_colors_new_to_the_sprite_and_spares_the_share
 
 RASTER_MODELS = [
     (PixelRNN, PixelRNNConfig(hidden=16)),
+    (PixelRNN, PixelRNNConfig(hidden=16, context="neighbours")),
     (PixelRNN, PixelRNNConfig(hidden=16, context="previous")),
     (SpriteTransformer, TransformerConfig(width=16, layers=2, heads=2)),
 ]
 
 
-@pytest.mark.parametrize(("plugin", "config"), RASTER_MODELS, ids=["pixelrnn", "pixelrnn-previous", "transformer"])
+@pytest.mark.parametrize(("plugin", "config"), RASTER_MODELS, ids=["pixelrnn", "pixelrnn-neighbours", "pixelrnn-previous", "transformer"])
 def test_drawing_step_by_step_gives_the_probabilities_the_model_is_scored_with(plugin, config) -> None:
     """The LSTM's carried state and the Transformer's key/value cache, stepped with the palette so far, must
     reproduce the teacher-forced logits: otherwise samples come from another distribution than the one test

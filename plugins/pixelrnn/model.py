@@ -4,8 +4,8 @@ The lecture feeds the LSTM only the pixel before; by default it is also fed the 
 the one two rows above (``context: two_rows``, the shared raster machinery in pokegen.autoregressive),
 which the same 512 cells would otherwise have to remember across a whole row: with the three above, test
 bits/pixel drops from 2.40 to ~2.1 in fewer epochs; the one two above tells a stroke that goes on from a
-one-row stray, and halves the small pieces apart from the body in its samples (benchmarks/RESULTS.md). Its last layer also gives the new-color gate (pokegen.autoregressive:
-1.73 test bits/pixel with it). Trained on every position at once (teacher forcing). Sampling
+one-row stray, and halves the small pieces apart from the body in its samples (benchmarks/RESULTS.md).
+Its last layer also gives the new-color gate (pokegen.autoregressive: 1.73 test bits/pixel with it). Trained on every position at once (teacher forcing). Sampling
 carries the LSTM state forward, so an image costs one step per pixel. The likelihood is exact; any
 mask can be completed (sampling-importance-resampling, pokegen.autoregressive.complete_any_mask).
 """

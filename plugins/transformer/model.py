@@ -78,7 +78,8 @@ class _Network(nn.Module):
     def __init__(self, colors: int, size: int, config: TransformerConfig) -> None:
         super().__init__()
         self.size = size
-        # It attends to every pixel before, so the four adjacent ones are enough (the one two above too: 0.05 lower validation F1)
+        # The four adjacent neighbours only: it attends to every pixel before anyway, and fed the one two rows
+        # above as well it lost 0.05 validation F1 (benchmarks/RESULTS.md)
         self.embed = nn.ModuleList(nn.Embedding(colors + 1, config.width) for _ in range(FED["neighbours"]))  # +1: off the sprite
         self.row = nn.Embedding(size, config.width)
         self.column = nn.Embedding(size, config.width)
