@@ -8,8 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import S3Server, run, set_param, stages_run, stale_stages
 
+from pokegen.artifacts import QuantizedSprites
 from pokegen.fileio import sha256_file
 
 pytestmark = pytest.mark.slow
@@ -63,6 +65,19 @@ def test_only_what_a_param_touches_runs_again(repo: Path) -> None:
     again = run(["dvc", "repro"], repo).stdout
     assert stages_run(again) == [*CHECK, "quantize", "tensorize", *MODEL_STAGES]
     assert "Stage 'download' didn't change" in again
+
+
+def test_a_new_sprite_side_runs_quantize_and_is_not_mistaken_for_a_cached_run(repo: Path) -> None:
+    # DVC's run-cache key drops every key named size (treeverse/dvc#10296): under that name a new value counted as
+    # cached, and DVC checked out the 20x20 sprites under a dvc.lock that said 16. The key is quantize.side now.
+    set_param(repo, "quantize.side", 16)
+    repro = run(["dvc", "repro", "quantize"], repo).stdout
+    assert "Running stage 'quantize'" in repro and "is cached" not in repro
+    assert QuantizedSprites.load(repo / "data/quantized/sprites.safetensors").indices.shape[1:] == (16, 16)
+    assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["quantize"]["params"]["params.yaml"]["quantize"]["side"] == 16
+    set_param(repo, "quantize.side", 20)  # back to a run DVC has seen: the run cache may give it back, and the right one
+    run(["dvc", "repro", "quantize"], repo)
+    assert QuantizedSprites.load(repo / "data/quantized/sprites.safetensors").indices.shape[1:] == (20, 20)
 
 
 def test_a_damaged_checkpoint_names_the_dvc_command_that_restores_it(repo: Path) -> None:

@@ -330,7 +330,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dataset = SpriteDataset(palette, splits, {k: tuple(f"{k}{i}" for i in range(len(v))) for k, v in splits.items()})
     dataset.save(Layout(repo).dataset)
     Layout(repo).data_card.write_text(json.dumps(data_card(dataset, seed=0, quantized_sha256="0" * 64)))
-    params = {"quantize": {"size": 10}, "tensorize": {"val": 8, "test": 12}, "pipeline": {"models": list(TINY_MODELS)}, "models": TINY_MODELS, "evaluate": EVALUATE}
+    params = {"quantize": {"side": 10}, "tensorize": {"val": 8, "test": 12}, "pipeline": {"models": list(TINY_MODELS)}, "models": TINY_MODELS, "evaluate": EVALUATE}
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     for name in TINY_MODELS:
         run(["pokegen", "train", name], repo)
@@ -418,7 +418,7 @@ def test_the_user_commands_draw_pictures(trained: Path, tmp_path: Path) -> None:
         (["complete", "pixelrnn", "--mask", "top"], "--mask top: give one of left, centre, scattered"),
         (["latent-grid", "pixelrnn"], "model 'pixelrnn' cannot decode"),
         (["latent-grid", "vae", "--dims", "0", "10"], "evaluate.latent_grid.dims = [0, 10]: the model's code has 10 dims"),
-        (["complete", "pixelrnn", "--image", "tiny.png"], "is 4x4, smaller than quantize.size = 10"),
+        (["complete", "pixelrnn", "--image", "tiny.png"], "is 4x4, smaller than quantize.side = 10"),
         (["complete", "pixelrnn", "--image", "nowhere.png"], "--image nowhere.png: no such file"),
     ],
     ids=["cover", "no-complete", "mask", "no-decode", "dims", "image-size", "no-image"],

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO_ROOT, run
+from pydantic import BaseModel
 
 from pokegen.errors import ParamsError
-from pokegen.params import Params, load_params, model_specs, parse_params
-from pokegen.plugin import TrainSettings
+from pokegen.params import Params, load_params, model_specs, parse_params, run_cache_blind_fields, run_cache_blind_keys
+from pokegen.plugin import Resources, TrainSettings
 
 
 def _error(raw: dict) -> str:
@@ -24,7 +25,7 @@ def test_the_shipped_params_yaml_is_valid_and_matches_the_defaults() -> None:
     defaults = Params()
     for section in ("download", "quantize", "tensorize", "pipeline"):
         assert getattr(shipped, section) == getattr(defaults, section), section
-    assert shipped.quantize.colors == 167 and shipped.quantize.size == 20
+    assert shipped.quantize.colors == 167 and shipped.quantize.side == 20
     # each model's section spells out its plugin's defaults, so params.yaml is the one place to read them
     for name, spec in model_specs(shipped).items():
         assert spec.config == spec.plugin.Config(), name
@@ -52,7 +53,7 @@ def test_a_wrong_type_names_the_key_and_the_value() -> None:
     ("raw", "key"),
     [
         ({"quantize": {"colors": 0}}, "quantize.colors"),
-        ({"quantize": {"size": 48}}, "quantize.size"),
+        ({"quantize": {"side": 48}}, "quantize.side"),
         ({"tensorize": {"val": 400, "test": 400}}, "tensorize.val + tensorize.test"),
         ({"download": {"timeout_s": 0}}, "download.timeout_s"),
         ({"download": {"mirrors": ["ftp://example.org"]}}, "mirrors[0]"),
@@ -62,6 +63,30 @@ def test_a_wrong_type_names_the_key_and_the_value() -> None:
 )
 def test_impossible_values_name_their_key(raw: dict, key: str) -> None:
     assert key in _error(raw)
+
+
+def test_the_old_name_of_a_renamed_key_gets_the_new_name_and_why() -> None:
+    message = _error({"quantize": {"size": 40}})
+    assert "quantize.size: renamed to quantize.side" in message and "write side: 40 instead" in message
+    assert "treeverse/dvc/issues/10296" in message
+
+
+def test_no_setting_of_pokegens_own_is_invisible_to_dvcs_run_cache() -> None:
+    assert run_cache_blind_fields(Params) == []
+    assert run_cache_blind_fields(TrainSettings) == [] and run_cache_blind_fields(Resources) == []
+
+
+def test_settings_named_size_or_nfiles_are_found_at_any_depth() -> None:
+    class Inner(BaseModel):
+        nfiles: int = 1
+
+    class Outer(BaseModel):
+        size: int = 2
+        layers: list[Inner] = []
+        optional: Inner | None = None
+
+    assert run_cache_blind_fields(Outer, ("models", "x")) == ["models.x.size", "models.x.layers.nfiles", "models.x.optional.nfiles"]
+    assert run_cache_blind_keys({"a": {"size": 1, "b": [{"nfiles": 2}, {"ok": 3}]}}) == ["a.size", "a.b.0.nfiles"]
 
 
 def test_every_bad_key_is_listed_at_once() -> None:

@@ -228,6 +228,26 @@ def test_broken_plugins_are_listed_with_their_error_and_the_others_still_load(tm
         assert any(line.split("│")[1].strip() == name and "ok" in line for line in listing.splitlines() if "│" in line)
 
 
+def test_a_plugin_setting_named_size_is_refused_by_the_check_stage_and_the_kit(tmp_path: Path) -> None:
+    sized = (
+        "from pydantic import BaseModel, ConfigDict\nfrom pokegen.plugins.vae import VAE, VAEConfig\n"
+        "class SizedConfig(VAEConfig):\n    size: int = 4\n"
+        "class Sized(VAE):\n    name = 'sized'\n    Config = SizedConfig\n"
+    )
+    env = _fake_distribution(tmp_path / "site", {"sized": "sized_plugin:Sized"}, {"sized_plugin": sized})
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "params.yaml").write_text(yaml.safe_dump({"pipeline": {"models": ["sized"]}, "models": {"sized": {}}}))
+    result = run(["pokegen", "stage", "check"], repo, env=env, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())
+    assert "models.sized.size: a setting of the sized plugin named 'size', which DVC's run cache cannot see" in message
+    assert "treeverse/dvc/issues/10296" in message and "the plugin must rename it" in message
+    assert not (repo / "checks").exists(), "a failed check writes nothing"
+    kit = run(["python", "-c", "from sized_plugin import Sized; from pokegen.testing import model_checks; model_checks(Sized)[0]()"], repo, env=env, check=False)
+    assert "[declaration] Config has settings DVC's run cache cannot see, ['size']" in kit.stderr
+
+
 def test_the_listing_shows_distribution_version_capabilities_and_resources() -> None:
     found = {info.name: info for info in discover()}
     assert {"pixelrnn", "vae", "gan", "transformer"} <= set(found)

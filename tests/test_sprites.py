@@ -98,7 +98,7 @@ def test_crop_is_the_central_20x20_and_resize_shrinks_the_central_square() -> No
 
 
 def test_a_sprite_smaller_than_the_crop_is_named() -> None:
-    with pytest.raises(DataError, match="'tiny.png' is 16x16, smaller than quantize.size = 20"):
+    with pytest.raises(DataError, match="'tiny.png' is 16x16, smaller than quantize.side = 20"):
         fit_sprite(np.zeros((16, 16, 3), np.uint8), 20, "crop", "tiny.png")
 
 

@@ -241,7 +241,7 @@ def _user_sprite(path: Path, params, palette):
 
     if not path.is_file():
         raise PokegenError(f"--image {path}: no such file")
-    rgb = fit_sprite(decode_sprite(path.name, path.read_bytes(), path), params.quantize.size, params.quantize.fit, str(path))
+    rgb = fit_sprite(decode_sprite(path.name, path.read_bytes(), path), params.quantize.side, params.quantize.fit, str(path))
     return nearest_palette_index(rgb.reshape(-1, 3), palette).reshape(1, *rgb.shape[:2]).astype("uint8")
 
 

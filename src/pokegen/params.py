@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
@@ -25,6 +25,56 @@ COURSE_COLORS = 167
 COURSE_CROP = 20
 
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+# DVC's run-cache key drops every key of these names at any depth, params included (treeverse/dvc#10296): a stage
+# whose only change is such a param counts as cached, and DVC restores another run's outputs under the new value.
+RUN_CACHE_BLIND = ("size", "nfiles")
+DVC_ISSUE = "https://github.com/treeverse/dvc/issues/10296"
+# Keys renamed because DVC could not see them: an old params.yaml gets the new name, not "unknown key".
+RENAMED = {("quantize", "size"): "quantize.side"}
+
+
+def run_cache_blind_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[str]:
+    """Dotted paths of the settings of ``model`` (and of the pydantic models inside it) that DVC's run cache cannot
+    see: named (or aliased) size or nfiles. [] when every setting can be tracked."""
+    found = []
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        path = (*prefix, key)
+        if key in RUN_CACHE_BLIND or name in RUN_CACHE_BLIND:
+            found.append(".".join(path))
+        pending = [field.annotation]
+        while pending:  # the models inside Optional[...], list[...], dict[..., ...] too
+            annotation = pending.pop()
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                found += run_cache_blind_fields(annotation, path)
+            else:
+                pending += get_args(annotation)
+    return found
+
+
+def run_cache_blind_keys(raw: Any, prefix: tuple[str, ...] = ()) -> list[str]:
+    """Dotted paths of the keys of a params mapping, at any depth, that DVC's run cache cannot see."""
+    if isinstance(raw, list):
+        return [path for i, item in enumerate(raw) for path in run_cache_blind_keys(item, (*prefix, str(i)))]
+    if not isinstance(raw, dict):
+        return []
+    found = []
+    for key, value in raw.items():
+        path = (*prefix, str(key))
+        if key in RUN_CACHE_BLIND:
+            found.append(".".join(path))
+        found += run_cache_blind_keys(value, path)
+    return found
+
+
+def run_cache_blind_problem(path: str, whose: str) -> str:
+    """The message for a param DVC's run cache cannot see: what goes wrong, the DVC issue, and the fix."""
+    return (
+        f"{path}: {whose} named {path.rsplit('.', 1)[-1]!r}, which DVC's run cache cannot see (it drops every key named "
+        f"{' or '.join(RUN_CACHE_BLIND)} from its key, {DVC_ISSUE}): a change to it alone would restore another run's "
+        "outputs under the new value"
+    )
 
 
 class StrictModel(BaseModel):
@@ -79,7 +129,7 @@ class DownloadParams(StrictModel):
 class QuantizeParams(StrictModel):
     method: Literal["kmeans", "course"] = "kmeans"
     colors: int = Field(COURSE_COLORS, ge=2, le=256)
-    size: int = Field(COURSE_CROP, ge=2, le=256)
+    side: int = Field(COURSE_CROP, ge=2, le=256, description="sprites are cut to side x side pixels")
     fit: Literal["crop", "resize"] = "crop"
     seed: int = Field(0, ge=0)
     preview_count: int = Field(100, ge=1, le=1024)
@@ -217,14 +267,14 @@ class Params(StrictModel):
         if q.method == "course":
             if not course:
                 raise ValueError("quantize.method 'course' needs download.sprites: course")
-            if (q.colors, q.size, q.fit) != (COURSE_COLORS, COURSE_CROP, "crop"):
+            if (q.colors, q.side, q.fit) != (COURSE_COLORS, COURSE_CROP, "crop"):
                 raise ValueError(
                     f"quantize.method 'course' uses the course's {COURSE_COLORS} colors and {COURSE_CROP}x{COURSE_CROP} "
-                    f"central crop: set quantize.colors: {COURSE_COLORS}, quantize.size: {COURSE_CROP}, quantize.fit: crop"
+                    f"central crop: set quantize.colors: {COURSE_COLORS}, quantize.side: {COURSE_CROP}, quantize.fit: crop"
                 )
-        if course and q.size > COURSE_SPRITE_SIZE:
+        if course and q.side > COURSE_SPRITE_SIZE:
             raise ValueError(
-                f"quantize.size = {q.size} is larger than the course sprites ({COURSE_SPRITE_SIZE}x{COURSE_SPRITE_SIZE}); "
+                f"quantize.side = {q.side} is larger than the course sprites ({COURSE_SPRITE_SIZE}x{COURSE_SPRITE_SIZE}); "
                 f"use at most {COURSE_SPRITE_SIZE}"
             )
         held_out = self.tensorize.val + self.tensorize.test
@@ -240,6 +290,12 @@ def _describe(error: Any, root_model: type[BaseModel] | None = None, prefix: tup
     root_model = root_model or Params
     path = ".".join(str(part) for part in (*prefix, *error["loc"]))
     if error["type"] == "extra_forbidden":
+        renamed = RENAMED.get((*prefix, *error["loc"]))
+        if renamed:
+            return (
+                f"{path}: renamed to {renamed} (DVC's run cache cannot see a param named {error['loc'][-1]!r}, "
+                f"{DVC_ISSUE}); write {renamed.rsplit('.', 1)[-1]}: {error.get('input')!r} instead"
+            )
         model: Any = root_model
         for part in error["loc"][:-1]:
             field = model.model_fields.get(part) if isinstance(part, str) else None
@@ -352,6 +408,11 @@ def model_specs(params: Params, source: str = "params.yaml") -> dict[str, ModelS
             problems.append(f"  - models.{name}: missing; add `{name}: {{}}` under models (DVC tracks each model's section)")
             continue
         raw = dict(params.models[name] or {})
+        blind = run_cache_blind_fields(plugin.Config, ("models", name))
+        blind += [path for path in run_cache_blind_keys(raw, ("models", name)) if path not in blind]
+        if blind:
+            problems += [f"  - {run_cache_blind_problem(path, f'a setting of the {name} plugin')}; the plugin must rename it" for path in blind]
+            continue
         asked = dict(raw.pop("train", None) or {})
         accepted = plugin.train_settings | ALWAYS_ACCEPTED
         for key in sorted(set(asked) - accepted):

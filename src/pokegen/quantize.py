@@ -133,7 +133,7 @@ def course_reference(raw: RawData, qp: QuantizeParams, crops: np.ndarray | None)
     """
     if not raw.is_course or raw.course_pixels is None or raw.course_colormap is None:
         return None
-    if qp.size != COURSE_CROP or qp.fit != "crop":
+    if qp.side != COURSE_CROP or qp.fit != "crop":
         return None
     if crops is None:
         _, crops = read_sprites(raw.sprites, COURSE_CROP, "crop")

@@ -88,8 +88,8 @@ def fit_sprite(rgb: np.ndarray, size: int, fit: str, name: str) -> np.ndarray:
     if fit == "crop":
         if height < size or width < size:
             raise DataError(
-                f"sprite {name!r} is {width}x{height}, smaller than quantize.size = {size}; "
-                "lower quantize.size or use quantize.fit: resize"
+                f"sprite {name!r} is {width}x{height}, smaller than quantize.side = {size}; "
+                "lower quantize.side or use quantize.fit: resize"
             )
         top, left = (height - size) // 2, (width - size) // 2
         return rgb[top : top + size, left : left + size]

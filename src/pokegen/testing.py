@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from pokegen.checkpoint import load_checkpoint, save_checkpoint
+from pokegen.params import DVC_ISSUE, run_cache_blind_fields
 from pokegen.plugin import ALWAYS_ACCEPTED, TRAIN_SETTINGS, FitContext, FitResult, GenerativeModel, TrainSettings
 from pokegen.registry import check_plugin_class
 
@@ -113,6 +114,8 @@ def model_checks(plugin: type[GenerativeModel], config: dict[str, Any] | None = 
         _check(not unknown, "declaration", f"train_settings names {sorted(unknown)}, which pokegen.plugin.TrainSettings does not have")
         unused = set(plugin.train_defaults) - plugin.train_settings - ALWAYS_ACCEPTED
         _check(not unused, "declaration", f"train_defaults sets {sorted(unused)}, which train_settings says fit does not use")
+        blind = run_cache_blind_fields(plugin.Config)
+        _check(not blind, "declaration", f"Config has settings DVC's run cache cannot see, {blind} ({DVC_ISSUE}): rename them")
 
     def fit() -> None:
         _, result = subject.trained

@@ -27,15 +27,15 @@ def run_quantize(params: Params, layout: Layout) -> dict:
     if qp.method == "course":
         if raw.course_pixels is None or raw.course_colormap is None:
             raise DataError("quantize.method 'course' needs the course files; set download.sprites: course")
-        palette, indices = q.read_course_images(raw.course_pixels, raw.course_colormap, qp.size)
+        palette, indices = q.read_course_images(raw.course_pixels, raw.course_colormap, qp.side)
         names = [f"course-{i:03d}" for i in range(len(indices))]
         metrics["method"] = "course"
     else:
-        names, crops = read_sprites(raw.sprites, qp.size, qp.fit)
+        names, crops = read_sprites(raw.sprites, qp.side, qp.fit)
         palette, indices = q.kmeans_quantize(crops, qp.colors, qp.seed)
         metrics.update(method="kmeans", distinct_colors_before=len(q.distinct_colors(crops)[0]))
         metrics.update(q.reconstruction_error(crops, palette[indices]))
-    metrics.update(sprites=len(indices), colors=len(palette), size=qp.size, fit=qp.fit)
+    metrics.update(sprites=len(indices), colors=len(palette), side=qp.side, fit=qp.fit)
     metrics["course_reference"] = q.course_reference(raw, qp, crops)
     if qp.method == "course" and metrics["course_reference"]:
         metrics.update({k: v for k, v in metrics["course_reference"].items() if k != "matched_sprites"})
