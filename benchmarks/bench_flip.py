@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from pokegen.artifacts import QuantizedSprites
-from pokegen.baselines import NeighbourBaseline, NeighbourConfig
 from pokegen.plugin import FitContext, TrainSettings
+from pokegen.plugins.baselines import NeighbourBaseline, NeighbourConfig
 from pokegen.plugins.pixelrnn import PixelRNN, PixelRNNConfig
 from pokegen.tensorize import split_sprites
 

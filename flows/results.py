@@ -30,6 +30,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from pokegen.errors import PokegenError
+from pokegen.evaluation import METRICS
 from pokegen.images import png_bytes
 from pokegen.params import RegressionLimits
 
@@ -222,11 +223,9 @@ class ResultsBranch:
 
 
 # -- figures against the previous recorded run ---------------------------------------------------------------------
-FIGURES = (  # (key in deployment.regression, key in evaluation/NAME/metrics.json, label, +1 if higher is worse)
-    ("bits_per_pixel", "likelihood.bits_per_pixel", "test bits/pixel", +1),
-    ("precision", "distribution.precision", "precision", -1),
-    ("recall", "distribution.recall", "recall", -1),
-)
+# (key in deployment.regression, key in evaluation/NAME/metrics.json, label, +1 if higher is worse): the rows of the
+# one metrics table that name a limit.
+FIGURES = tuple((metric.limit, metric.key, metric.label, +1 if metric.worse == "higher" else -1) for metric in METRICS if metric.limit)
 
 
 @dataclass(frozen=True)
@@ -304,7 +303,7 @@ def record_run(
     started_from = branch.base
     figures = compare(root, models, started_from or branch.source)
     problems = regressions(figures, limits)
-    headline = "; ".join(f"{f.model} {f.label} {f.new:.3f}" for f in figures if f.new is not None and f.limit_key == "bits_per_pixel")
+    headline = "; ".join(f"{f.model} {f.label} {f.new:.3f}" for f in figures if f.new is not None and f.limit_key == "judge")
     commit = branch.commit(paths, f"pokegen run {run_name}: {headline or 'results'}")
     refused = None
     if commit is None:

@@ -348,6 +348,7 @@ TINY_EVALUATE = {
     "completion_rows": 4,
     "scale": 2,
     "latent_grid": {"dims": [0, 1], "fixed": 0.0, "span": 2.0, "steps": 4},
+    "judge": {"seeds": 1},  # its known answers are tests/test_judge.py's, on three seeds
 }
 
 

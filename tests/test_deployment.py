@@ -322,7 +322,7 @@ def test_a_refused_git_push_fails_naming_the_remote_after_the_outputs_reached_th
     hook.write_text(f'#!/bin/sh\ngrep -q "refs/heads/{RESULTS}" && {{ echo "{RESULTS} is protected" >&2; exit 1; }}\nexit 0\n')
     hook.chmod(0o755)
     set_param(team.dev, "models.vae.train.epochs", 1)
-    set_param(team.dev, "deployment.regression", {"bits_per_pixel": None, "precision": None, "recall": None})  # not the point
+    set_param(team.dev, "deployment.regression", {"judge": None, "bits_per_pixel": None, "precision": None, "recall": None})  # not the point
     team.commit_and_push("vae: one epoch")
     stored_before = sum(1 for p in team.dvc_remote.rglob("*") if p.is_file())
 

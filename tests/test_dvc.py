@@ -140,12 +140,20 @@ def test_the_report_shows_the_figures_dvc_metrics_show(repo: Path) -> None:
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     files = next(iter(shown.values()))["data"]
     markdown = (repo / "reports" / "report.md").read_text()
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]] for line in markdown.splitlines() if line.startswith("| ")}
-    header = rows.pop("model")
+    shown = {}  # (model, column) -> cell, from both tables
+    header: list[str] = []
+    for line in markdown.splitlines():
+        cells = [cell.strip() for cell in line.split("|")[1:-1]]
+        if not line.startswith("| "):
+            continue
+        if cells[0] == "model":
+            header = cells
+            continue
+        shown |= {(cells[0], column): cell for column, cell in zip(header, cells, strict=True)}
     for name in ("pixelrnn", "vae", "gan"):
         metrics = files[f"evaluation/{name}/metrics.json"]["data"]
-        for column, path in (("C_T", ("novelty", "data_copying_ct")), ("coverage", ("distribution", "coverage")), ("test bits/pixel", ("likelihood", "bits_per_pixel"))):
+        for column, path in (("C_T", ("novelty", "data_copying_ct")), ("coverage", ("judge", "coverage")), ("precision", ("judge", "precision")), ("test bits/pixel", ("likelihood", "bits_per_pixel"))):
             value = metrics
             for key in path:
                 value = value.get(key) if value is not None else None  # DVC leaves out null values
-            assert rows[name][header.index(column)] == ("—" if value is None else f"{value:.3f}"), (name, column)
+            assert shown[(name, column)].split(" ")[0] == ("—" if value is None else f"{value:.3f}"), (name, column)

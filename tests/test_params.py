@@ -126,7 +126,7 @@ def test_a_training_setting_the_plugin_does_not_use_is_refused(tmp_path: Path) -
     with pytest.raises(ParamsError) as info:
         load_params(path)
     message = str(info.value)
-    assert "models.gan.train.grad_clip: gan does not use it (it uses batch_size, cpu_fallback, epochs, lr, seed); remove it" in message
+    assert "models.gan.train.grad_clip: gan does not use it (it uses batch_size, cpu_fallback, ema, epochs, lr, seed); remove it" in message
     assert "models.gan.train.weight_decay: gan does not use it" in message
     assert "models.vae" not in message, "the VAE's training loop reads every setting"
 

@@ -18,6 +18,7 @@ from conftest import BIN, REPO_ROOT, make_repo, run
 
 from pokegen.artifacts import SpriteDataset
 from pokegen.checkpoint import load_checkpoint
+from pokegen.judge import validation_judge
 from pokegen.layout import Layout
 from pokegen.plugin import FitContext, TrainSettings
 from pokegen.plugins.gan import GAN, GANConfig
@@ -97,7 +98,8 @@ def test_a_tiny_config_learns(plugin, config, loss: str) -> None:
     torch.manual_seed(0)
     model = plugin(config, colors=6, size=8)
     settings = TrainSettings(**{**plugin.train_defaults, "epochs": 6, "batch_size": 16, "patience": None})
-    history = model.fit(data[:56], data[56:], settings, FitContext(palette=toy_palette())).history
+    context = FitContext(palette=toy_palette(), judge=validation_judge(data[:56], data[56:], toy_palette()))
+    history = model.fit(data[:56], data[56:], settings, context).history
     assert history[-1][loss] < history[0][loss], [row[loss] for row in history]
 
 
@@ -267,7 +269,7 @@ def test_an_unknown_model_fails_validation_with_the_known_ones(tmp_path: Path) -
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = run(["pokegen", "params", "check"], tmp_path, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "no model plugin named 'vea'" in result.stderr and "known: gan, pixelrnn, transformer, vae" in result.stderr
+    assert "no model plugin named 'vea'" in result.stderr and "known: frequencies, gan, neighbours, pixelrnn, positions, transformer, vae" in result.stderr
     assert "models.pixelrnn.hiden: unknown key (did you mean 'hidden'?)" in result.stderr
 
 
@@ -550,23 +552,33 @@ def test_with_ema_the_moving_average_of_the_weights_is_validated_and_kept_while_
     assert same(model.module.state_dict(), average(2 * steps_per_epoch)), "the average after the last step is kept"
 
 
-def test_the_gan_keeps_the_epoch_whose_samples_match_the_validation_sprites_best() -> None:
-    from pokegen.stats import distribution_metrics
-
+def test_the_gan_keeps_the_epoch_the_judge_found_hardest_to_tell_from_the_validation_sprites() -> None:
     data, palette = toy_sprites(count=96), toy_palette()
+    asked: list[int] = []
+
+    def judge(sample):  # the evaluation's judge, counting its calls
+        asked.append(len(asked))
+        return validation_judge(data[:80], data[80:], palette)(sample)
+
     torch.manual_seed(0)
     model = GAN(GANConfig(channels=16, latent_dim=8), colors=6, size=8)
-    result = model.fit(data[:80], data[80:], TrainSettings(epochs=6, batch_size=16, lr=5e-3), FitContext(palette=palette))
-    f1 = [row["val_f1"] for row in result.history]
-    assert max(f1) > 0, f"no epoch drew a sprite near a validation sprite, so this test would show nothing: {f1}"
-    assert result.monitor == "val_f1" and result.best_epoch == 1 + int(np.argmax(f1)), f1
-    for row in result.history:
-        precision, recall = row["val_precision"], row["val_recall"]
-        assert row["val_f1"] == pytest.approx(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
-    # The kept weights are the best epoch's: their samples, scored again, give that epoch's figures.
-    again = distribution_metrics(model.sample(GAN.validation_samples, seed=0), data[80:], palette, GAN.validation_k)
-    best = result.history[result.best_epoch - 1]
-    assert (again["precision"], again["recall"]) == (best["val_precision"], best["val_recall"])
+    model.monitor_every = 2
+    result = model.fit(data[:80], data[80:], TrainSettings(epochs=5, batch_size=16, lr=5e-3, ema=0.9), FitContext(palette=palette, judge=judge))
+    judged = {row["epoch"]: row["val_judge"] for row in result.history if "val_judge" in row}
+    assert list(judged) == [2, 4, 5] and len(asked) == 3, "every monitor_every epochs and the last: the judge takes seconds"
+    assert result.monitor == "val_judge" and result.best_epoch == min(judged, key=lambda epoch: (judged[epoch], epoch)), judged
+    assert all({"val_precision", "val_recall"} <= set(row) for row in result.history if "val_judge" in row)
+    # The kept weights are the best epoch's: their samples, judged again, give that epoch's verdict.
+    assert validation_judge(data[:80], data[80:], palette)(model.sample).accuracy == judged[result.best_epoch]
+
+
+def test_a_gan_without_the_judge_is_told_what_to_pass() -> None:
+    from pokegen.training import PluginContractError
+
+    model = GAN(GANConfig(channels=8, latent_dim=8), colors=6, size=8)
+    data = toy_sprites()
+    with pytest.raises(PluginContractError, match=r"FitContext\(judge=...\); the core's train stage passes it"):
+        model.fit(data[:40], data[40:], TrainSettings(epochs=1, batch_size=16), FitContext(palette=toy_palette()))
 
 
 def test_a_gan_sprites_code_sets_a_color_preference_shared_by_all_its_pixels() -> None:
@@ -587,7 +599,7 @@ def test_a_gan_with_one_validation_sprite_is_told_to_raise_tensorize_val() -> No
     model = GAN(GANConfig(channels=8, latent_dim=8), colors=6, size=8)
     data = toy_sprites()
     with pytest.raises(ParamsError, match=r"at least 2 validation sprites.*got 1; raise tensorize.val"):
-        model.fit(data[:40], data[40:41], TrainSettings(epochs=1, batch_size=16), FitContext(palette=toy_palette()))
+        model.fit(data[:40], data[40:41], TrainSettings(epochs=1, batch_size=16), FitContext(palette=toy_palette(), judge=lambda sample: None))
 
 
 def test_diffaugment_moves_and_paints_in_the_background_color_and_lets_gradients_through() -> None:

@@ -13,6 +13,7 @@ from conftest import GIT_IDENTITY, REPO_ROOT, free_port, run
 from pokegen.errors import ParamsError
 from pokegen.flows.deployment import CODE_FOLDERS, WorkerCodeError, check_worker_code, code_differences
 from pokegen.flows.results import (
+    FIGURES,
     Figure,
     RecordError,
     ResultsBranch,
@@ -138,12 +139,23 @@ def test_regressions_name_the_model_and_both_figures() -> None:
     assert regressions([figure("bits_per_pixel", "test bits/pixel", +1, None, 2.9)], limits) == [], "no previous"
     assert regressions([figure("recall", "recall", -1, 0.9, 0.1)], limits) == [], "no limit set"
     assert regressions(
-        [figure("bits_per_pixel", "test bits/pixel", +1, 2.40, 2.52), figure("precision", "precision", -1, 0.70, 0.55)],
+        [figure("bits_per_pixel", "test bits/pixel", +1, 2.40, 2.52), figure("precision", "precision", -1, 0.70, 0.55),
+         figure("judge", "judge", +1, 0.80, 0.90), figure("judge", "judge", +1, 0.80, 0.84)],
         limits,
     ) == [
         "pixelrnn: test bits/pixel 2.400 -> 2.520 (+0.120; deployment.regression.bits_per_pixel allows 0.05)",
         "pixelrnn: precision 0.700 -> 0.550 (-0.150; deployment.regression.precision allows 0.1)",
-    ]
+        "pixelrnn: judge 0.800 -> 0.900 (+0.100; deployment.regression.judge allows 0.05)",
+    ]  # fmt: skip
+
+
+def test_the_regression_limits_are_the_rows_of_the_metrics_table_that_name_one() -> None:
+    from pokegen.evaluation import METRICS
+
+    assert {limit for limit, *_ in FIGURES} == set(RegressionLimits.model_fields), "every limit bounds a figure, every such figure has one"
+    assert ("judge", "judge.accuracy", "judge", +1) in FIGURES, "the judge drives scheduled runs' limits"
+    assert ("precision", "judge.precision", "precision", -1) in FIGURES, "precision in the judge's space, not the block colors"
+    assert all(metric.worse in ("higher", "lower") for metric in METRICS if metric.limit)
 
 
 def test_a_worker_runs_only_the_code_of_the_commit_it_cloned(tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ def test_same_seed_same_bytes_across_processes(tmp_path: Path) -> None:
 
 
 def test_own_sprites_go_through_every_stage(tmp_path: Path) -> None:
-    repo = _own_sprites_repo(tmp_path, fit="resize", size=16)
+    repo = _own_sprites_repo(tmp_path, fit="resize", side=16)
     for stage in ("download", "quantize", "tensorize"):
         run(["pokegen", "stage", stage], repo)
     layout = Layout(repo)

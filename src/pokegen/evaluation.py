@@ -1,23 +1,31 @@
 """Evaluation of a trained model, picked by its capabilities: pure functions, arrays in, numbers out.
 
+    judge          a small convolutional network trained from scratch to tell samples from real sprites
+                   (pokegen.judge), and precision/recall/density/coverage in its feature space
     likelihood     bits/pixel on the test split (exact, or a lower bound; the ELBO too where the model has one)
     completion     the lecture's experiment: cover the lower rows, let the model fill them in
     novelty        each sample's nearest training sprite (Hamming distance), against the same figure for
                    held-out test sprites, and the data-copying statistic C_T (Meehan et al., AISTATS 2020)
-    distribution   palette histogram divergence and k-NN precision/recall/density/coverage
-                   (Kynkäänniemi et al. 2019; Naeem et al. 2020, via the `prdc` package)
+    distribution   what an eye sees in a grid: lone pixels, colors per sprite, outlined edges, fragments, palette JS
+    blocks         the old fixed feature space: k-NN figures and a logistic two-sample test on block colors
 
-The feature space of the k-NN metrics and of the C_T cells is fixed and needs no network (pokegen.stats.features):
-the sprite's RGB averaged over a 5x5 grid of blocks, plus how often neighbouring pixels share a color.
-Raw pixels would not do: uniform noise averages to the middle of pixel space, inside every real sprite's
-k-NN ball, while the neighbour-agreement features put it (and pixel-independent baselines) far away.
+METRICS is the one table of every figure: its key in evaluation/NAME/metrics.json, the report's column and note,
+the function that computes it, and how a scheduled run may compare on it (deployment.regression). The report,
+the log line and the regression limits read it; adding a figure is one row.
+
+The fixed feature space of the block figures and of the C_T cells needs no network (pokegen.stats.features): the
+sprite's RGB averaged over a 5x5 grid of blocks, plus how often neighbouring pixels share a color. It sees a
+sprite's average colors, not its shape, so the judge's space leads and these are details.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -29,9 +37,11 @@ from sklearn.metrics import pairwise_distances
 from pokegen.artifacts import SpriteDataset
 from pokegen.errors import ParamsError
 from pokegen.images import completion_picture, pairs_picture, palette_grid
+from pokegen.judge import PROTOCOL as JUDGE_PROTOCOL
+from pokegen.judge import judge
 from pokegen.params import EvaluateParams, LatentGridParams
-from pokegen.plugin import ACTIVE_CODE_NATS, GenerativeModel, bits_per_pixel
-from pokegen.stats import distribution_metrics, features
+from pokegen.plugin import ACTIVE_CODE_NATS, GenerativeModel, bits_per_pixel, sample_in_chunks
+from pokegen.stats import FEATURE_SPACE, distribution_metrics, features, palette_js_divergence
 
 COPYING_Z = -3.0  # C_T below this (a z-score) flags a model as copying its training sprites
 MIN_CELL_SHARE = 0.05  # a C_T cell counts when it holds at least this share of the samples (the paper's tau)
@@ -282,6 +292,198 @@ def classifier_two_sample_accuracy(samples: np.ndarray, real: np.ndarray, palett
     return float(cross_val_score(classifier, features(chosen, palette), labels, cv=folds).mean()), count
 
 
+class Scoring:
+    """What the metrics of one evaluation read, each part computed once, when a metric first asks for it.
+
+    One pool of samples: the first ``evaluate.samples`` are the samples of the novelty, distribution and pictures;
+    the judge learns the training sprites against the first len(train) (or ``samples``, if more), and each of its
+    seeds is then scored against as many fresh ones as there are held-out sprites."""
+
+    def __init__(self, model: GenerativeModel, dataset: SpriteDataset, settings: EvaluateParams) -> None:
+        self.model, self.settings, self.palette = model, settings, dataset.palette
+        self.train, self.val, self.test = dataset.splits["train"], dataset.splits["val"], dataset.splits["test"]
+        self.held_out = np.concatenate([self.test, self.val])  # every real sprite no model trained on
+        self.judged = max(settings.samples, len(self.train))
+        started = time.perf_counter()
+        self.pool = sample_in_chunks(model.sample, self.judged + settings.judge.seeds * len(self.held_out), settings.seed)
+        self.sprites_per_second = len(self.pool) / max(time.perf_counter() - started, 1e-9)
+        self.samples = self.pool[: settings.samples]
+        self.capabilities = model.capabilities()
+
+    @functools.cached_property
+    def judge(self) -> dict:
+        fresh = self.pool[self.judged :].reshape(self.settings.judge.seeds, len(self.held_out), *self.train.shape[1:])
+        return judge(self.pool[: len(self.train)], list(fresh), self.train, self.held_out, self.palette, self.settings.nearest_k)
+
+    @functools.cached_property
+    def likelihood(self) -> dict | None:
+        return likelihood_metrics(self.model, self.test)
+
+    @functools.cached_property
+    def completion_masks(self) -> dict[str, np.ndarray]:
+        return completion_masks(self.model, len(self.test), self.test.shape[1], self.settings)
+
+    @functools.cached_property
+    def completion(self) -> tuple[dict, dict[str, np.ndarray]]:
+        return completion_metrics(self.model, self.test, self.completion_masks, self.settings.seed)
+
+    @functools.cached_property
+    def novelty(self) -> tuple[dict, np.ndarray]:
+        return novelty_metrics(self.samples, self.train, self.test, self.palette, self.settings)
+
+    @functools.cached_property
+    def blocks(self) -> dict:
+        """The fixed block-color feature space's figures (pokegen.stats), kept as details: it cannot see shape."""
+        found = distribution_metrics(self.samples, self.test, self.palette, self.settings.nearest_k)
+        accuracy, _ = classifier_two_sample_accuracy(self.samples, self.held_out, self.palette, self.settings.seed)
+        return {**found, "c2st_accuracy": accuracy}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure of evaluation/NAME/metrics.json: where it is (a dotted key), its column and note in the report, the
+    function that computes it from a Scoring (None: the model cannot have it), and how runs may compare on it."""
+
+    key: str
+    label: str
+    note: str
+    compute: Callable[[Scoring], Any]
+    headline: bool = False  # a column of the report's short leading table
+    worse: Literal["higher", "lower"] | None = None  # which way a figure gets worse (deployment.regression)
+    limit: str | None = None  # the deployment.regression key that bounds how much worse a scheduled run may get
+    shown: bool = True  # a column of the details table (False: in metrics.json only, a list or a count)
+    real: Callable[[Scoring], float] | None = None  # the same figure for the real test sprites, beside it
+
+
+def _from(section: str, *path: str) -> Callable[[Scoring], Any]:
+    """A compute that reads ``path`` from one of Scoring's sections (None where the section or a key is missing)."""
+
+    def compute(scoring: Scoring) -> Any:
+        found = getattr(scoring, section)
+        found = found[0] if isinstance(found, tuple) else found
+        for key in path:
+            if not isinstance(found, dict) or key not in found:
+                return None
+            found = found[key]
+        return found
+
+    return compute
+
+
+def _on_samples(statistic: Callable[..., float], *, with_palette: bool = False) -> tuple[Callable[[Scoring], float], Callable[[Scoring], float]]:
+    """(on the samples, on the real test sprites) for a statistic of a set of sprites."""
+    extra = (lambda s: (s.palette,)) if with_palette else (lambda s: ())
+    return (lambda s: statistic(s.samples, *extra(s))), (lambda s: statistic(s.test, *extra(s)))
+
+
+def _statistic(key: str, label: str, note: str, statistic: Callable[..., float], with_palette: bool = False) -> Metric:
+    on_samples, on_real = _on_samples(statistic, with_palette=with_palette)
+    return Metric(f"distribution.{key}", label, note, on_samples, real=on_real)
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric(
+        "judge.accuracy", "judge", "Judge: how often a small convolutional network, trained from scratch, tells fresh "
+        f"samples from the held-out real sprites; mean ± spread over evaluate.judge.seeds. 0.5: it cannot tell them apart; "
+        f"1.0: trivially fake. How it is trained: {JUDGE_PROTOCOL}.",
+        _from("judge", "accuracy"), headline=True, worse="higher", limit="judge",
+    ),
+    Metric("judge.spread", "judge spread", "", _from("judge", "spread"), shown=False),
+    Metric(
+        "likelihood.bits_per_pixel", "test bits/pixel", "Bits/pixel on the test split: 'exact' is the model's likelihood, "
+        "'bound' a lower bound on it (for the VAE the importance-weighted bound; the ELBO column is the k = 1 bound).",
+        _from("likelihood", "bits_per_pixel"), headline=True, worse="higher", limit="bits_per_pixel",
+    ),
+    Metric("likelihood.kind", "likelihood", "", _from("likelihood", "kind"), shown=False),
+    Metric(
+        "judge.precision", "precision", "Precision and recall in the judge's feature space (what its last layer reads, "
+        "k-NN, Kynkäänniemi et al. 2019): the share of fresh samples among the held-out real sprites there, and the share "
+        "of those real sprites among the samples (variety); means over the judge's seeds.",
+        _from("judge", "precision"), headline=True, worse="lower", limit="precision",
+    ),
+    Metric("judge.recall", "recall", "", _from("judge", "recall"), headline=True, worse="lower", limit="recall"),
+    Metric(
+        "novelty.samples_near_copies", "copies", "Copies: the share of samples within evaluate.near_copy of a training "
+        "sprite (exact copies included). C_T (Meehan et al. 2020) is well below 0 for a model that copies its training "
+        "sprites, near 0 otherwise.",
+        _from("novelty", "samples_near_copies"), headline=True, worse="higher",
+    ),
+    Metric("judge.density", "density", "Density and coverage (Naeem et al. 2020), in the judge's space.", _from("judge", "density")),
+    Metric("judge.coverage", "coverage", "", _from("judge", "coverage")),
+    Metric("judge.real_right", "judge: real called real", "", _from("judge", "real_right")),
+    Metric("judge.fake_right", "judge: samples called fake", "", _from("judge", "fake_right")),
+    Metric("judge.per_seed", "judge per seed", "", _from("judge", "per_seed"), shown=False),
+    Metric("judge.sprites_per_side", "judge sprites per side", "", _from("judge", "sprites_per_side"), shown=False),
+    Metric("likelihood.elbo_bits_per_pixel", "ELBO bits/pixel", "", _from("likelihood", "elbo_bits_per_pixel")),
+    Metric("likelihood.code_dims_in_use", "code dims in use", "Code dims in use: how many of the code's dimensions carry "
+           f"more than {ACTIVE_CODE_NATS} nats of KL on the test sprites (posterior collapse, made visible).",
+           _from("likelihood", "code_dims_in_use")),
+    Metric("likelihood.code_dims", "code dims", "", _from("likelihood", "code_dims"), shown=False),
+    Metric("likelihood.kl_nats_per_code_dim", "KL per code dim", "", _from("likelihood", "kl_nats_per_code_dim"), shown=False),
+    # completion.* rows come from the settings: completion_rows()
+    Metric("novelty.samples_exact_copies", "exact copies", "", _from("novelty", "samples_exact_copies")),
+    Metric("novelty.data_copying_ct", "C_T", "", _from("novelty", "data_copying_ct")),
+    Metric("novelty.copying", "copying", "", _from("novelty", "copying"), shown=False),
+    Metric("novelty.samples_nearest_distance", "sample distances", "", _from("novelty", "samples_nearest_distance"), shown=False),
+    Metric("novelty.test_exact_copies", "test exact copies", "", _from("novelty", "test_exact_copies"), shown=False),
+    Metric("novelty.test_near_copies", "test near copies", "", _from("novelty", "test_near_copies"), shown=False),
+    Metric("novelty.test_nearest_distance", "test distances", "", _from("novelty", "test_nearest_distance"), shown=False),
+    _statistic("lone_pixels", "lone pixels", "Lone pixels: the share of a sample's inner pixels whose four neighbours all "
+               "have one other color, a lone pixel in a flat region; the header gives the real test sprites' share.", lone_pixel_share),
+    _statistic("colors_per_sprite", "colors per sprite", "Colors per sprite: the mean number of distinct palette colors in "
+               "a sample; real sprites use about a dozen.", colors_per_sprite),
+    _statistic("outlined_edges", "outlined edges", "Outlined edges: of the samples' edge pixels (sprite pixels beside the "
+               f"background), the share in a dark color (luma below {OUTLINE_LUMINANCE} of 255): real sprites outline their bodies.",
+               outlined_edge_share, with_palette=True),
+    _statistic("fragments", "fragments per sprite", f"Fragments per sprite: pieces of at most {FRAGMENT_PIXELS} pixels "
+               "apart from the sprite's body (8-connected): the dashes on the background an eye sees.", fragments_per_sprite),
+    Metric("distribution.palette_js", "palette JS", "Palette JS: the Jensen-Shannon divergence (bits) of the samples' "
+           "color histogram from the test sprites'.", lambda s: palette_js_divergence(s.samples, s.test, len(s.palette))),
+    Metric("blocks.precision", "block precision", "Block precision/recall/density/coverage and C2ST: the same k-NN figures "
+           f"and a logistic-regression two-sample test in the old fixed feature space ({FEATURE_SPACE}), which sees a "
+           "sprite's average colors, not its shape (the neighbour baseline's fragments score 0.93 precision there).",
+           _from("blocks", "precision")),
+    Metric("blocks.recall", "block recall", "", _from("blocks", "recall")),
+    Metric("blocks.density", "block density", "", _from("blocks", "density")),
+    Metric("blocks.coverage", "block coverage", "", _from("blocks", "coverage")),
+    Metric("blocks.c2st_accuracy", "block C2ST", "", _from("blocks", "c2st_accuracy")),
+)
+
+
+def completion_rows(settings: EvaluateParams) -> list[Metric]:
+    """The completion figures evaluate's settings ask for: per cover its accuracy and conditional bits/pixel, per mask
+    shape its accuracy (models that complete only the lower rows have none of the shapes)."""
+    rows = []
+    note = (
+        "Completion covers the lower rows of each test sprite; accuracy is per covered pixel, bits/pixel is that of the "
+        "true covered pixels given the rest, for models with an exact conditional likelihood. Fill: the left half, the "
+        "central square, or half the pixels scattered, completed by the models that can fill any mask."
+    )
+    for cover in settings.covers:
+        key = cover_key(cover)
+        rows.append(Metric(f"completion.{key}.accuracy", f"completion {cover:.0%} accuracy", note if not rows else "", _from("completion", key, "accuracy")))
+        rows.append(Metric(f"completion.{key}.bits_per_pixel", f"completion {cover:.0%} bits/pixel", "", _from("completion", key, "bits_per_pixel")))
+        rows.append(Metric(f"completion.{key}.covered_pixels", "covered", "", _from("completion", key, "covered_pixels"), shown=False))
+    for shape in settings.masks:
+        key = mask_key(shape)
+        rows.append(Metric(f"completion.{key}.accuracy", f"fill {shape} accuracy", "", _from("completion", key, "accuracy")))
+        rows.append(Metric(f"completion.{key}.covered_pixels", "covered", "", _from("completion", key, "covered_pixels"), shown=False))
+    return rows
+
+
+def metrics_table(settings: EvaluateParams) -> list[Metric]:
+    """Every figure an evaluation with these settings writes, in the report's order (completion after the likelihood)."""
+    where = next(i for i, metric in enumerate(METRICS) if metric.key.startswith("novelty."))
+    return [*METRICS[:where], *completion_rows(settings), *METRICS[where:]]
+
+
+def _put(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
+
+
 @dataclass(frozen=True)
 class Evaluation:
     metrics: dict  # JSON-ready, the same for the same seed
@@ -290,43 +492,41 @@ class Evaluation:
     completions: dict[str, np.ndarray]  # completion_masks key -> completed test sprites
     completion_masks: dict[str, np.ndarray]  # the same key -> what was covered
     sprites_per_second: float  # sampling throughput on this machine (kept out of metrics: it varies)
+    sampled: int  # sprites drawn: the samples and the judge's
 
 
 def evaluate(model: GenerativeModel, dataset: SpriteDataset, settings: EvaluateParams) -> Evaluation:
-    """Every metric the model's capabilities allow, on the test split, with seeded sampling."""
-    train, test, palette = dataset.splits["train"], dataset.splits["test"], dataset.palette
-    started = time.perf_counter()
-    samples = model.sample(settings.samples, seed=settings.seed)
-    sprites_per_second = len(samples) / max(time.perf_counter() - started, 1e-9)
-    metrics: dict = {"capabilities": model.capabilities(), "likelihood": likelihood_metrics(model, test)}
-    masks = completion_masks(model, len(test), test.shape[1], settings)
-    metrics["completion"], completions = completion_metrics(model, test, masks, settings.seed)
-    metrics["novelty"], nearest = novelty_metrics(samples, train, test, palette, settings)
-    metrics["distribution"] = distribution_metrics(samples, test, palette, settings.nearest_k)
-    held_out = np.concatenate([test, dataset.splits["val"]])  # every real sprite no model trained on
-    accuracy, per_side = classifier_two_sample_accuracy(samples, held_out, palette, settings.seed)
-    metrics["distribution"].update(c2st_accuracy=accuracy, c2st_sprites_per_side=per_side)
-    metrics["distribution"].update(lone_pixels=lone_pixel_share(samples), lone_pixels_real=lone_pixel_share(test))
-    metrics["distribution"].update(colors_per_sprite=colors_per_sprite(samples), colors_per_sprite_real=colors_per_sprite(test))
-    metrics["distribution"].update(
-        outlined_edges=outlined_edge_share(samples, palette), outlined_edges_real=outlined_edge_share(test, palette)
-    )
-    metrics["distribution"].update(fragments=fragments_per_sprite(samples), fragments_real=fragments_per_sprite(test))
-    return Evaluation(metrics, samples, nearest, completions, masks, sprites_per_second)
+    """Every figure of metrics_table the model's capabilities allow, on the held-out splits, with seeded sampling."""
+    scoring = Scoring(model, dataset, settings)
+    metrics: dict = {"capabilities": scoring.capabilities}
+    for metric in metrics_table(settings):
+        value = metric.compute(scoring)
+        if value is not None:
+            _put(metrics, metric.key, value)
+            if metric.real is not None:
+                _put(metrics, f"{metric.key}_real", metric.real(scoring))
+    _, completions = scoring.completion
+    _, nearest = scoring.novelty
+    return Evaluation(metrics, scoring.samples, nearest, completions, scoring.completion_masks, scoring.sprites_per_second, len(scoring.pool))
+
+
+def figure(metrics: dict, key: str) -> Any:
+    """The figure at dotted ``key`` of an evaluation's metrics (None where it has none)."""
+    for part in key.split("."):
+        if not isinstance(metrics, dict) or metrics.get(part) is None:
+            return None
+        metrics = metrics[part]
+    return metrics
 
 
 def summary_line(metrics: dict) -> str:
     """One log line: the headline figures of an evaluation."""
     parts = []
-    if (metrics.get("likelihood") or {}).get("bits_per_pixel") is not None:
-        parts.append(f"test {metrics['likelihood']['bits_per_pixel']:.3f} bits/pixel ({metrics['likelihood']['kind']})")
-    for key, row in (metrics.get("completion") or {}).items():
-        parts.append(f"{key} accuracy {row['accuracy']:.3f}")
-    copying = (metrics.get("novelty") or {}).get("data_copying_ct")
-    parts.append(f"C_T {'—' if copying is None else f'{copying:.3f}'}")
-    parts.append(f"precision {metrics['distribution']['precision']:.3f} recall {metrics['distribution']['recall']:.3f}")
+    for metric in METRICS:
+        value = figure(metrics, metric.key)
+        if metric.headline and isinstance(value, float):
+            parts.append(f"{metric.label} {value:.3f}" + (f" ± {figure(metrics, 'judge.spread'):.3f}" if metric.key == "judge.accuracy" else ""))
     return ", ".join(parts)
-
 
 
 NEAREST_PAIRS = 16  # sample / nearest-training-sprite pairs in nearest.png, four a row

@@ -83,6 +83,10 @@ class Layout:
         """samples.png, completion.png, nearest.png and (for a latent space) latent_grid.png."""
         return self.root / "evaluation" / name / "pictures"
 
+    def training_time(self, name: str) -> Path:
+        """The training's wall time on the machine that trained (timings/, outside the outputs, as sampling_speed)."""
+        return self.root / "timings" / f"train-{name}.json"
+
     def sampling_speed(self, name: str) -> Path:
         """Machine-dependent timings: a top-level DVC metric, outside the stage outputs, so they never change dvc.lock."""
         return self.root / "timings" / f"evaluate-{name}.json"

@@ -158,6 +158,12 @@ class LatentGridParams(StrictModel):
         return self
 
 
+class JudgeParams(StrictModel):
+    """The judge (pokegen.judge): a small convolutional network that tells samples from held-out real sprites."""
+
+    seeds: int = Field(3, ge=1, le=20, description="judges trained, each on its own seed and scored on its own fresh samples")
+
+
 class EvaluateParams(StrictModel):
     seed: int = Field(0, ge=0)
     samples: int = Field(256, ge=16, le=4096, description="sprites each model draws for novelty, distribution and speed")
@@ -172,6 +178,7 @@ class EvaluateParams(StrictModel):
     nearest_k: int = Field(5, ge=1, description="k of k-NN precision/recall/density/coverage")
     copying_cells: int = Field(3, ge=1, description="cells of the data-copying test C_T")
     latent_grid: LatentGridParams = LatentGridParams()
+    judge: JudgeParams = JudgeParams()
 
     @model_validator(mode="after")
     def _grid_from_samples(self) -> EvaluateParams:
@@ -195,7 +202,7 @@ class RunnerParams(StrictModel):
 
 
 class PipelineParams(StrictModel):
-    models: list[str] = ["pixelrnn", "vae", "gan", "transformer"]  # each gets train@NAME (and evaluate@NAME) in dvc.yaml
+    models: list[str] = ["pixelrnn", "vae", "gan", "transformer", "neighbours"]  # each gets train@NAME and evaluate@NAME in dvc.yaml
     runner: RunnerParams = RunnerParams()
 
     @model_validator(mode="after")
@@ -206,11 +213,13 @@ class PipelineParams(StrictModel):
 
 
 class RegressionLimits(StrictModel):
-    """How much worse than the previous recorded run a scheduled run may get, per model; null: no limit."""
+    """How much worse than the previous recorded run a scheduled run may get, per model; null: no limit. The keys are
+    the `limit` of pokegen.evaluation.METRICS' rows."""
 
+    judge: float | None = Field(0.05, ge=0, description="the judge's accuracy may rise by at most this")
     bits_per_pixel: float | None = Field(0.05, ge=0, description="test bits/pixel may rise by at most this")
-    precision: float | None = Field(0.1, ge=0, description="precision may fall by at most this")
-    recall: float | None = Field(0.1, ge=0, description="recall may fall by at most this")
+    precision: float | None = Field(0.1, ge=0, description="precision (in the judge's space) may fall by at most this")
+    recall: float | None = Field(0.1, ge=0, description="recall (in the judge's space) may fall by at most this")
 
 
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]

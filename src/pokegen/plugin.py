@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -95,17 +95,29 @@ class FitResult:
     monitor: str | None = None
 
 
+Sampler = Callable[[int, int], np.ndarray]  # (count, seed) -> (count, S, S) uint8 sprites, as GenerativeModel.sample
+
+
+def sample_in_chunks(sample: Sampler, count: int, seed: int, chunk: int = 256) -> np.ndarray:
+    """``count`` sprites in chunks of ``chunk`` (chunk i drawn with seed + i), so that a model's sampling memory
+    (a Transformer's key/value cache) stays bounded however many are asked for."""
+    return np.concatenate([sample(min(chunk, count - start), seed + start // chunk) for start in range(0, count, chunk)])
+
+
 @dataclass
 class FitContext:
-    """What the core hands to fit: what the palette indices look like, where to keep resumable state,
+    """What the core hands to fit: what the palette indices look like, the judge, where to keep resumable state,
     the device, and a progress callback."""
 
     palette: np.ndarray | None = None  # (colors, 3) uint8 RGB of each palette index; the train stage always passes it
+    # The evaluation's judge on the validation sprites (pokegen.judge.validation_judge): given a sampler, one judge
+    # trained on the training sprites against its samples, scored on the validation sprites against fresh ones
+    # (a JudgeRun: accuracy, and precision/recall in its space). The train stage always passes it.
+    judge: Callable[[Sampler], Any] | None = None
     device: str = "cpu"
     resume_dir: Path | None = None
     on_epoch: Callable[[dict[str, float]], None] | None = None
     on_batch: Callable[[int, int, int], None] | None = None  # (epoch, batch, batches), for a progress bar
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class GenerativeModel(ABC):

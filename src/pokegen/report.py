@@ -1,6 +1,7 @@
-"""The comparison report: one metrics table for every model and baseline, their pictures, training curves,
-the params used and the data card, as a self-contained HTML page (images embedded) and a markdown twin
-(images beside it in images/). Pure rendering: entries in, text out.
+"""The comparison report: a short table that leads (the judge first), a details table of every other figure, every
+model's pictures, training curves, the params used and the data card, as a self-contained HTML page (images
+embedded) and a markdown twin (images beside it in images/). Pure rendering: entries in, text out; the columns and
+notes come from pokegen.evaluation.METRICS.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import io
 import json
 from dataclasses import dataclass, field
 
-from pokegen.evaluation import FRAGMENT_PIXELS, OUTLINE_LUMINANCE, cover_key, mask_key
+from pokegen.evaluation import METRICS, Metric, figure, metrics_table
+from pokegen.params import EvaluateParams
 from pokegen.plugin import ALWAYS_ACCEPTED
-from pokegen.stats import FEATURE_SPACE, f1_score
 
 IMAGES = "images"
 PICTURE_TITLES = {
@@ -28,14 +29,16 @@ MISSING = "—"
 
 @dataclass(frozen=True)
 class Entry:
-    """One row of the report: a model (or baseline), its evaluation metrics, pictures (name -> PNG) and curves CSV,
-    and the validation figure its training chose the best epoch on (train_metrics.json's monitor)."""
+    """One row of the report: a model, its evaluation metrics, pictures (name -> PNG) and curves CSV, the validation
+    figure its training chose the best epoch on (train_metrics.json's monitor), and its training wall time in seconds
+    on the machine that trained it (None when that machine's timings are not here)."""
 
     name: str
     metrics: dict
     pictures: dict[str, bytes] = field(default_factory=dict)
     curves_csv: str = ""
     monitor: str | None = None
+    training_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -57,61 +60,53 @@ def image_path(model: str, picture: str) -> str:
     return f"{IMAGES}/{model}-{picture}.png"
 
 
-def _get(metrics: dict, *path: str):
-    for key in path:
-        if not isinstance(metrics, dict) or metrics.get(key) is None:
-            return None
-        metrics = metrics[key]
-    return metrics
-
-
 def _number(value) -> str:
-    return MISSING if value is None else f"{value:.3f}"
+    """A figure to 3 decimals, a count as it is; "—" where the model has none."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return MISSING
+    return str(value) if isinstance(value, int) else f"{value:.3f}"
 
 
-def _beside_real(entries: list[Entry], title: str, key: str) -> str:
-    """A column's title with the real test sprites' figure (distribution.KEY_real, the same in every evaluation)."""
-    real = next((value for entry in entries if (value := _get(entry.metrics, "distribution", f"{key}_real")) is not None), None)
-    return title if real is None else f"{title} (real {real:.3f})"
+def _header(metric: Metric, entries: list[Entry]) -> str:
+    """A column's title, with the real test sprites' own figure where the evaluation records one."""
+    real = next((value for entry in entries if (value := figure(entry.metrics, f"{metric.key}_real")) is not None), None)
+    return metric.label if real is None else f"{metric.label} (real {real:.3f})"
 
 
-def metrics_table(entries: list[Entry], covers: list[float], masks: list[str] = ()) -> Table:
-    """Rows of figures as they appear in each evaluation/NAME/metrics.json, rounded to 3 decimals; the headline figures
-    first, so a page narrower than the table still shows them."""
-    headline = ("precision", "recall", "c2st_accuracy", "lone_pixels", "colors_per_sprite", "outlined_edges", "fragments")
-    headers = ["model", "likelihood", "test bits/pixel", "precision", "recall", "C2ST accuracy"]
-    headers += [_beside_real(entries, "lone pixels", "lone_pixels"), _beside_real(entries, "colors per sprite", "colors_per_sprite")]
-    headers.append(_beside_real(entries, "outlined edges", "outlined_edges"))
-    headers.append(_beside_real(entries, "fragments per sprite", "fragments"))
-    headers.append("ELBO bits/pixel")
-    for cover in covers:
-        headers += [f"completion {cover:.0%} accuracy", f"completion {cover:.0%} bits/pixel"]
-    headers += [f"fill {shape} accuracy" for shape in masks]
-    headers += ["exact copies", "near copies", "C_T", "palette JS", "density", "coverage", "code dims in use"]
+def _judge_order(entry: Entry) -> tuple[float, float]:
+    return (figure(entry.metrics, "judge.accuracy") or float("inf"), figure(entry.metrics, "likelihood.bits_per_pixel") or float("inf"))
+
+
+def judged_first(entries: list[Entry]) -> list[Entry]:
+    """Models by the judge's accuracy, the hardest to tell from real sprites first; then by test bits/pixel."""
+    return sorted(entries, key=_judge_order)
+
+
+def _headline_cell(metric: Metric, metrics: dict) -> str:
+    value = figure(metrics, metric.key)
+    if metric.key == "judge.accuracy" and value is not None:
+        return f"{value:.3f} ± {figure(metrics, 'judge.spread'):.3f}"
+    if metric.key == "likelihood.bits_per_pixel" and value is not None:
+        return f"{value:.3f} {figure(metrics, 'likelihood.kind')}"
+    return _number(value)
+
+
+def headline_table(entries: list[Entry]) -> Table:
+    """The short table the report leads with: model, judge ± spread, test bits/pixel (exact or bound), precision and
+    recall in the judge's space, copies, training seconds; in the order given (judged_first)."""
+    columns = [metric for metric in METRICS if metric.headline]
     rows = []
     for entry in entries:
-        m = entry.metrics
-        row = [entry.name, _get(m, "likelihood", "kind") or "none", _number(_get(m, "likelihood", "bits_per_pixel"))]
-        row += [_number(_get(m, "distribution", key)) for key in headline]
-        row.append(_number(_get(m, "likelihood", "elbo_bits_per_pixel")))
-        for cover in covers:
-            row += [_number(_get(m, "completion", cover_key(cover), "accuracy")), _number(_get(m, "completion", cover_key(cover), "bits_per_pixel"))]
-        row += [_number(_get(m, "completion", mask_key(shape), "accuracy")) for shape in masks]
-        row += [_number(_get(m, "novelty", key)) for key in ("samples_exact_copies", "samples_near_copies", "data_copying_ct")]
-        row += [_number(_get(m, "distribution", key)) for key in ("palette_js", "density", "coverage")]
-        in_use, dims = _get(m, "likelihood", "code_dims_in_use"), _get(m, "likelihood", "code_dims")
-        row.append(MISSING if in_use is None else f"{in_use} of {dims}")
-        rows.append(row)
-    return Table(headers, rows)
+        seconds = MISSING if entry.training_seconds is None else f"{entry.training_seconds:.0f}"
+        rows.append([entry.name, *(_headline_cell(metric, entry.metrics) for metric in columns), seconds])
+    return Table(["model", *(_header(metric, entries) for metric in columns), "training seconds"], rows)
 
 
-def _f1(entry: Entry) -> float:
-    return f1_score(_get(entry.metrics, "distribution", "precision") or 0.0, _get(entry.metrics, "distribution", "recall") or 0.0)
-
-
-def best_first(entries: list[Entry]) -> list[Entry]:
-    """Models and baselines by the harmonic mean of precision and recall, best first; then by test bits/pixel."""
-    return sorted(entries, key=lambda entry: (-round(_f1(entry), 6), _get(entry.metrics, "likelihood", "bits_per_pixel") or float("inf")))
+def details_table(entries: list[Entry], settings: EvaluateParams) -> Table:
+    """Every other figure of the evaluation, as evaluation/NAME/metrics.json holds it, rounded to 3 decimals."""
+    columns = [metric for metric in metrics_table(settings) if metric.shown and not metric.headline]
+    rows = [[entry.name, *(_number(figure(entry.metrics, metric.key)) for metric in columns)] for entry in entries]
+    return Table(["model", *(_header(metric, entries) for metric in columns)], rows)
 
 
 def _curve(curves_csv: str, monitor: str | None = None) -> tuple[str, list[tuple[float, float]]] | None:
@@ -143,55 +138,20 @@ def curve_svg(curves_csv: str, monitor: str | None = None, width: int = 360, hei
     )
 
 
-NOTES = [
-    (
-        "Figures are on the test split. Bits/pixel: 'exact' is the model's likelihood, 'bound' a lower bound on it "
-        "(for the VAE the importance-weighted bound; the ELBO column is the k = 1 bound)."
-    ),
-    (
-        "Completion covers the lower rows of each test sprite; accuracy is per covered pixel, bits/pixel is that of the "
-        "true covered pixels given the rest, for models with an exact conditional likelihood. Fill: the left half, the "
-        "central square, or half the pixels scattered, completed by the models that can fill any mask (none of the "
-        "lecture's could: a raster model draws a pixel only from those before it; pokegen's raster models weigh "
-        "several completions by how well they agree with the known pixels after them)."
-    ),
-    (
-        "Exact / near copies: share of samples identical to, or within evaluate.near_copy of, a training sprite. "
-        "C_T (Meehan et al. 2020) is well below 0 for a model that copies its training sprites, near 0 otherwise."
-    ),
-    f"Precision/recall/density/coverage (k-NN, Kynkäänniemi et al. 2019; Naeem et al. 2020) in a fixed feature space: {FEATURE_SPACE}.",
-    (
-        "C2ST accuracy (Lopez-Paz & Oquab 2017): a logistic regression on that feature space learns to tell the samples "
-        "from the 80 held-out real sprites (test and validation), 5-fold cross-validated; 0.5 means it cannot tell them "
-        "apart, 1.0 that the samples are trivially fake."
-    ),
-    (
-        "Baseline rows are computed by the report stage on the same split: every pixel drawn independently from the "
-        "training color frequencies, global or per position; and every pixel given its left and upper neighbours "
-        "(counts with backed-off smoothing), which no neural model should lose to."
-    ),
-    (
-        "Lone pixels: the share of a sample's inner pixels whose four neighbours all have one other color, a lone pixel in "
-        "a flat region: the speckle an eye sees, which the block-averaged feature space above barely does; the header "
-        "gives the real test sprites' share."
-    ),
-    (
-        "Colors per sprite: the mean number of distinct palette colors in a sample; real sprites use about a dozen, and "
-        "one-off colors strewn through a sprite (clutter an eye sees, which lone pixels miss) raise it; the header gives "
-        "the real test sprites' figure."
-    ),
-    (
-        "Outlined edges: of the samples' edge pixels (sprite pixels beside the background), the share in a dark color "
-        f"(luma below {OUTLINE_LUMINANCE} of 255): real sprites outline their bodies, a body set straight on the background lowers it "
-        "(dark specks on the background count as outlined too); the header gives the real test sprites' share."
-    ),
-    (
-        f"Fragments per sprite: pieces of at most {FRAGMENT_PIXELS} pixels apart from the sprite's body (8-connected), "
-        "such as an outline begun beside the body and dropped a row later: the dashes on the background an eye sees; "
-        "the header gives the real test sprites' figure."
-    ),
-    "Rows are sorted by the harmonic mean of precision and recall, best first (then by test bits/pixel).",
-]
+def notes(settings: EvaluateParams) -> list[str]:
+    """What each figure means: the notes of METRICS, then how the rows are ordered and where the time comes from."""
+    found = [metric.note for metric in metrics_table(settings) if metric.note]
+    return [
+        *found,
+        "Training seconds: the wall time of train@MODEL on the machine that trained it (timings/, not a DVC output).",
+        (
+            "Rows are sorted by the judge's accuracy, the model hardest to tell from real sprites first (then by test "
+            "bits/pixel). Baselines are plugins too (neighbours: each pixel given its left and upper neighbours, the row "
+            "no neural model should lose to); pipeline.models lists which run."
+        ),
+    ]
+
+
 REAL = "real test sprites"
 
 
@@ -213,9 +173,31 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
-def render_html(entries: list[Entry], table: Table, params: dict, data_card: dict, glance: dict[str, bytes] | None = None) -> str:
-    """A self-contained page: every image is embedded, nothing is fetched. ``glance``: title -> sample grid, real sprites
-    first, shown side by side under the table."""
+@dataclass(frozen=True)
+class Report:
+    """What the report shows: the models (judged first), the two tables, the notes, the params used, the data card, and
+    the at-a-glance row (title -> sample grid, real sprites first)."""
+
+    entries: list[Entry]
+    headline: Table
+    details: Table
+    notes: list[str]
+    params: dict
+    data_card: dict
+    glance: dict[str, bytes] = field(default_factory=dict)
+
+
+def _html_table(table: Table, table_id: str) -> list[str]:
+    e = html.escape
+    return [
+        f'<table id="{table_id}"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in table.headers) + "</tr></thead><tbody>",
+        *("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>" for row in table.rows),
+        "</tbody></table>",
+    ]
+
+
+def render_html(report: Report) -> str:
+    """A self-contained page: every image is embedded, nothing is fetched."""
     e = html.escape
     out = [
         "<!DOCTYPE html>",
@@ -223,16 +205,14 @@ def render_html(entries: list[Entry], table: Table, params: dict, data_card: dic
         f"<style>{STYLE}</style>",
         "</head><body>",
         "<h1>pokegen: models compared</h1>",
-        '<table id="metrics"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in table.headers) + "</tr></thead><tbody>",
-        *("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>" for row in table.rows),
-        "</tbody></table>",
-        "<ul>" + "".join(f"<li>{e(note)}</li>" for note in NOTES) + "</ul>",
+        *_html_table(report.headline, "metrics"),
     ]
-    if glance:
+    if report.glance:
         out.append('<section id="glance"><h2>Samples at a glance, at one scale: what real looks like first</h2>')
-        out += [f'<figure><img src="{_data_uri(png)}" alt="{e(title)}"><figcaption>{e(title)}</figcaption></figure>' for title, png in glance.items()]
+        out += [f'<figure><img src="{_data_uri(png)}" alt="{e(title)}"><figcaption>{e(title)}</figcaption></figure>' for title, png in report.glance.items()]
         out.append("</section>")
-    for entry in entries:
+    out += ["<h2>Details</h2>", *_html_table(report.details, "details"), "<ul>" + "".join(f"<li>{e(note)}</li>" for note in report.notes) + "</ul>"]
+    for entry in report.entries:
         out.append(f'<section id="model-{e(entry.name)}"><h2>{e(entry.name)}</h2>')
         for picture, png in entry.pictures.items():
             title = PICTURE_TITLES.get(picture, picture)
@@ -243,27 +223,30 @@ def render_html(entries: list[Entry], table: Table, params: dict, data_card: dic
         out.append("</section>")
     out += [
         "<h2>Data card</h2>",
-        f"<pre>{e(json.dumps(data_card, indent=2, sort_keys=True))}</pre>",
+        f"<pre>{e(json.dumps(report.data_card, indent=2, sort_keys=True))}</pre>",
         "<h2>Params used</h2>",
-        f"<pre>{e(json.dumps(params, indent=2, sort_keys=True))}</pre>",
+        f"<pre>{e(json.dumps(report.params, indent=2, sort_keys=True))}</pre>",
         "</body></html>",
     ]
     return "\n".join(out) + "\n"
 
 
-def render_markdown(entries: list[Entry], table: Table, params: dict, data_card: dict, glance: dict[str, bytes] | None = None) -> str:
+def _markdown_table(table: Table) -> list[str]:
+    return ["| " + " | ".join(table.headers) + " |", "|" + "---|" * len(table.headers), *("| " + " | ".join(row) + " |" for row in table.rows)]
+
+
+def render_markdown(report: Report) -> str:
     """The same report in markdown; images are files in images/ beside it (glance pictures at glance_path)."""
-    out = ["# pokegen: models compared", "", "| " + " | ".join(table.headers) + " |", "|" + "---|" * len(table.headers)]
-    out += ["| " + " | ".join(row) + " |" for row in table.rows]
-    out += ["", *(f"- {note}" for note in NOTES), ""]
-    if glance:
-        out += ["## Samples at a glance", "", " ".join(f"![{title}]({glance_path(title)})" for title in glance), ""]
-    for entry in entries:
+    out = ["# pokegen: models compared", "", *_markdown_table(report.headline), ""]
+    if report.glance:
+        out += ["## Samples at a glance", "", " ".join(f"![{title}]({glance_path(title)})" for title in report.glance), ""]
+    out += ["## Details", "", *_markdown_table(report.details), "", *(f"- {note}" for note in report.notes), ""]
+    for entry in report.entries:
         out += [f"## {entry.name}", ""]
         for picture in entry.pictures:
             out += [f"![{entry.name} {PICTURE_TITLES.get(picture, picture)}]({image_path(entry.name, picture)})", ""]
-    out += ["## Data card", "", "```json", json.dumps(data_card, indent=2, sort_keys=True), "```", ""]
-    out += ["## Params used", "", "```json", json.dumps(params, indent=2, sort_keys=True), "```", ""]
+    out += ["## Data card", "", "```json", json.dumps(report.data_card, indent=2, sort_keys=True), "```", ""]
+    out += ["## Params used", "", "```json", json.dumps(report.params, indent=2, sort_keys=True), "```", ""]
     return "\n".join(out)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from pokegen.checkpoint import load_checkpoint, save_checkpoint
+from pokegen.judge import validation_judge
 from pokegen.params import DVC_ISSUE, run_cache_blind_fields
 from pokegen.plugin import ALWAYS_ACCEPTED, TRAIN_SETTINGS, FitContext, FitResult, GenerativeModel, TrainSettings
 from pokegen.registry import check_plugin_class
@@ -84,7 +85,9 @@ class _Subject:
 
     def fit(self) -> tuple[GenerativeModel, Any]:
         model = self.build()
-        return model, model.fit(self.train, self.val, self.settings, FitContext(palette=toy_palette(self.colors)))
+        palette = toy_palette(self.colors)
+        context = FitContext(palette=palette, judge=validation_judge(self.train, self.val, palette))
+        return model, model.fit(self.train, self.val, self.settings, context)
 
     @functools.cached_property
     def trained(self) -> tuple[GenerativeModel, Any]:

@@ -60,7 +60,10 @@ class TorchModel(GenerativeModel):
     module: nn.Module
     settings: TrainSettings  # set by the training loop before the first step
     monitor: ClassVar[str | None] = "val_bits_per_pixel"  # the figure the best epoch is chosen on; None: keep the last epoch
-    monitor_mode: ClassVar[Literal["min", "max"]] = "min"  # min: lower is better (bits/pixel); max: higher (an F1)
+    monitor_mode: ClassVar[Literal["min", "max"]] = "min"  # min: lower is better (bits/pixel, the judge); max: higher
+    # Epochs whose number this divides (and the last) must report the monitor; the others may leave out a costly one
+    # (the GAN's judge): they are not candidates for the best epoch and do not count against patience.
+    monitor_every: ClassVar[int] = 1
     train_settings: ClassVar[frozenset[str]] = TRAIN_SETTINGS - ALWAYS_ACCEPTED  # this loop reads them all
 
     def optimizers(self, settings: TrainSettings) -> list[torch.optim.Optimizer]:
@@ -189,19 +192,20 @@ def run_training(model: TorchModel, train: np.ndarray, val: np.ndarray, settings
             row.update(model.validation_metrics(val_t, epoch + 1))
         history.append(row)
 
-        if model.monitor is not None:
-            if model.monitor not in row:
-                raise PluginContractError(
-                    f"{model.name}: validation_metrics returned {sorted(k for k in row if k != 'epoch')} without "
-                    f"{model.monitor!r}, the figure {type(model).__name__}.monitor names for early stopping and the best epoch; "
-                    "return it from validation_metrics, or set monitor = None to keep the last epoch"
-                )
+        due = (epoch + 1) % model.monitor_every == 0 or epoch + 1 == settings.epochs
+        if model.monitor is not None and due and model.monitor not in row:
+            raise PluginContractError(
+                f"{model.name}: validation_metrics returned {sorted(k for k in row if k != 'epoch')} without "
+                f"{model.monitor!r} in epoch {epoch + 1}, the figure {type(model).__name__}.monitor names for early stopping "
+                "and the best epoch; return it from validation_metrics, or set monitor = None to keep the last epoch"
+            )
+        if model.monitor is not None and model.monitor in row:
             score = row[model.monitor] if model.monitor_mode == "min" else -row[model.monitor]  # lower is better below
             if score < best_score:
                 best_score, best_state, best_epoch, stale = score, copy.deepcopy(model.module.state_dict()), epoch + 1, 0
             else:
                 stale += 1
-        else:
+        elif model.monitor is None:
             best_epoch = epoch + 1
         if trained is not None:
             model.module.load_state_dict(trained)  # training goes on from the trained weights, not the average

@@ -37,7 +37,7 @@ def run_evaluate(params: Params, layout: Layout, spec: ModelSpec) -> dict:
     drawn = pictures(model, result, dataset, settings)
     write_folder_atomic(layout.evaluation_pictures(name), {file: png_bytes(picture) for file, picture in drawn.items()})
     write_json_atomic(layout.evaluation_metrics(name), metrics)
-    speed = {"sprites_per_second": round(result.sprites_per_second, 1), "device": device, "sprites": len(result.samples)}
+    speed = {"sprites_per_second": round(result.sprites_per_second, 1), "device": device, "sprites": result.sampled}
     write_json_atomic(layout.sampling_speed(name), {"sampling": speed})
     log.info("evaluate@%s: %s; sampling %.1f sprites/s on %s", name, summary_line(metrics), result.sprites_per_second, device)
     return metrics

@@ -1,4 +1,7 @@
-"""Stage report: every model side by side with the baselines, pictures, params and the data card."""
+"""Stage report: render every evaluated model side by side (the judge first), with pictures, params and the data card.
+
+It only renders: every figure comes from evaluation/NAME/metrics.json (baselines are plugins, evaluated like models).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ import numpy as np
 
 from pokegen import report
 from pokegen.artifacts import SpriteDataset
-from pokegen.baselines import baseline_metrics
 from pokegen.errors import DataError
 from pokegen.fileio import write_folder_atomic
 from pokegen.images import palette_grid, png_bytes
@@ -25,10 +27,11 @@ def _entry(layout: Layout, name: str) -> report.Entry:
         raise DataError(f"{metrics_path}: missing; evaluate the model first: dvc repro evaluate@{name}")
     pictures_dir = layout.evaluation_pictures(name)
     found = sorted(pictures_dir.glob("*.png"), key=report.picture_order) if pictures_dir.is_dir() else []
-    curves, summary = layout.train_curves(name), layout.train_metrics(name)
+    curves, summary, timing = layout.train_curves(name), layout.train_metrics(name), layout.training_time(name)
     return report.Entry(
         name, json.loads(metrics_path.read_text()), {path.stem: path.read_bytes() for path in found},
         curves.read_text() if curves.is_file() else "", json.loads(summary.read_text()).get("monitor") if summary.is_file() else None,
+        json.loads(timing.read_text())["training"]["seconds"] if timing.is_file() else None,
     )  # fmt: skip
 
 
@@ -38,25 +41,23 @@ def _grid(images: np.ndarray, palette: np.ndarray, settings: EvaluateParams) -> 
 
 
 def run_report(params: Params, layout: Layout, specs: dict[str, ModelSpec]) -> report.Table:
-    """Write reports/index.html, report.md and images/; return the metrics table, best model first."""
+    """Write reports/index.html, report.md and images/; return the headline table, the model the judge finds hardest
+    to tell from real sprites first."""
     dataset, settings = SpriteDataset.load(layout.dataset), params.evaluate
-    entries = [_entry(layout, name) for name in specs]
-    baselines = [
-        report.Entry(label, metrics, {"samples": _grid(samples, dataset.palette, settings)})
-        for label, (metrics, samples) in baseline_metrics(dataset, settings).items()
-    ]
-    ranked = report.best_first(entries + baselines)
-    table = report.metrics_table(ranked, settings.covers, settings.masks)
+    entries = report.judged_first([_entry(layout, name) for name in specs])
     glance = {report.REAL: _grid(dataset.splits["test"], dataset.palette, settings)}
-    glance |= {entry.name: entry.pictures["samples"] for entry in ranked if "samples" in entry.pictures}
+    glance |= {entry.name: entry.pictures["samples"] for entry in entries if "samples" in entry.pictures}
     card = json.loads(layout.data_card.read_text()) if layout.data_card.is_file() else {}
-    used = report.params_used(params, specs)
+    shown = report.Report(
+        entries, report.headline_table(entries), report.details_table(entries, settings), report.notes(settings),
+        report.params_used(params, specs), card, glance,
+    )  # fmt: skip
     files = {
-        "index.html": report.render_html(entries, table, used, card, glance).encode(),
-        "report.md": report.render_markdown(entries, table, used, card, glance).encode(),
+        "index.html": report.render_html(shown).encode(),
+        "report.md": report.render_markdown(shown).encode(),
         **{report.image_path(entry.name, picture): data for entry in entries for picture, data in entry.pictures.items()},
         **{report.glance_path(title): data for title, data in glance.items()},
     }
     write_folder_atomic(layout.reports_dir, files)
-    log.info("report: %d models, %d baselines -> %s", len(entries), len(baselines), layout.reports_dir / "index.html")
-    return table
+    log.info("report: %d models -> %s", len(entries), layout.reports_dir / "index.html")
+    return shown.headline

@@ -12,6 +12,7 @@ from pokegen.artifacts import SpriteDataset
 from pokegen.checkpoint import save_checkpoint
 from pokegen.devices import choose_device
 from pokegen.fileio import sha256_file, write_bytes_atomic, write_json_atomic
+from pokegen.judge import validation_judge
 from pokegen.layout import Layout
 from pokegen.params import ModelSpec
 from pokegen.plugin import FitContext
@@ -31,6 +32,7 @@ def run_train(spec: ModelSpec, layout: Layout, context: FitContext | None = None
     data_sha256 = sha256_file(layout.dataset)
     context = context or FitContext()
     context.palette = dataset.palette
+    context.judge = validation_judge(dataset.splits["train"], dataset.splits["val"], dataset.palette)
     context.device = choose_device(name, spec.resources, spec.train.cpu_fallback)
     context.resume_dir = layout.resume_dir(name)
     prepare_resume_dir(context.resume_dir, resume_key(spec, data_sha256))
@@ -54,6 +56,7 @@ def run_train(spec: ModelSpec, layout: Layout, context: FitContext | None = None
     save_checkpoint(model, layout.model_dir(name), data_sha256=data_sha256, summary=summary)
     write_json_atomic(layout.train_metrics(name), summary)
     write_bytes_atomic(layout.train_curves(name), curves_csv(history))
+    write_json_atomic(layout.training_time(name), {"training": {"seconds": round(seconds, 1), "device": context.device, "epochs": len(history)}})
     shutil.rmtree(context.resume_dir)  # finished: nothing left to resume
     log.info("train@%s: %d epochs in %.1fs on %s; best epoch %d", name, len(history), seconds, context.device, result.best_epoch)
     return summary

@@ -1,0 +1,9 @@
+from pokegen.plugins.baselines.model import (
+    FrequencyBaseline,
+    FrequencyConfig,
+    NeighbourBaseline,
+    NeighbourConfig,
+    PositionBaseline,
+)
+
+__all__ = ["FrequencyBaseline", "FrequencyConfig", "NeighbourBaseline", "NeighbourConfig", "PositionBaseline"]
