@@ -53,7 +53,10 @@ def course_data() -> Path:
     """The local mirror of the course files (../shared/data/pokemon-creation)."""
     missing = [name for name in COURSE_FILES if not (COURSE_DATA / name).is_file()]
     if missing:
-        pytest.fail(f"course data mirror {COURSE_DATA} lacks {missing}; set POKEGEN_TEST_DATA to a folder holding them")
+        message = f"course data not found in {COURSE_DATA} (missing {', '.join(missing)}): set POKEGEN_TEST_DATA to a folder holding them"
+        if os.environ.get("CI"):  # CI must run every test
+            pytest.fail(message)
+        pytest.skip(message)
     return COURSE_DATA
 
 
@@ -352,6 +355,55 @@ TINY_EVALUATE = {
 }
 
 
+# --- a tiny trained repository (test_evaluation, test_explore) ------------------------------------------
+
+BASELINES = {"neighbours": {}, "frequencies": {}}  # plugins, trained and evaluated like any model
+TOY_MODELS = {
+    "pixelrnn": {"hidden": 16, "train": {"epochs": 2, "batch_size": 16}},
+    "vae": {"channels": 8, "embed": 4, "head_channels": 8, "iw_samples": 4, "train": {"epochs": 2, "batch_size": 16}},
+    "gan": {"channels": 8, "latent_dim": 8, "train": {"epochs": 1, "batch_size": 16}},
+    "transformer": {"width": 16, "layers": 1, "heads": 2, "train": {"epochs": 2, "batch_size": 16}},
+}
+EVALUATE = {"samples": 24, "grid": 9, "completion_rows": 3, "scale": 3, "nearest_k": 3, "latent_grid": {"steps": 4}}
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with a small data set (10x10 sprites, 6 colors) and the four built-ins and two baselines trained on
+    it. Shared by the tests of evaluate, the CLI and the explorer: they add evaluations, never change a model."""
+    import json
+
+    import yaml
+
+    from pokegen.artifacts import SpriteDataset
+    from pokegen.layout import Layout
+    from pokegen.tensorize import data_card
+    from pokegen.testing import toy_sprites
+
+    repo = tmp_path_factory.mktemp("trained")
+    data = toy_sprites(count=64, colors=6, size=10)
+    palette = np.array([[255, 255, 255], [200, 40, 40], [40, 160, 40], [40, 40, 200], [240, 200, 0], [20, 20, 20]], dtype=np.uint8)
+    splits = {"train": data[:44], "val": data[44:52], "test": data[52:]}
+    dataset = SpriteDataset(palette, splits, {k: tuple(f"{k}{i}" for i in range(len(v))) for k, v in splits.items()})
+    dataset.save(Layout(repo).dataset)
+    Layout(repo).data_card.write_text(json.dumps(data_card(dataset, seed=0, quantized_sha256="0" * 64)))
+    models = {**TOY_MODELS, **BASELINES}
+    sample = {name: {"completion_candidates": 2} if name == "transformer" else {} for name in models}
+    params = {
+        "quantize": {"side": 10},
+        "tensorize": {"val": 8, "test": 12},
+        "pipeline": {"models": list(models)},
+        "models": models,
+        "sample": sample,
+        "evaluate": EVALUATE,
+    }
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    for name in models:
+        run(["pokegen", "train", name], repo)
+    return repo
+
+
+
 CODE_FOLDERS = ("src/pokegen", "plugins", "flows")  # the code a clone holds (the worker checks it is what runs)
 
 
@@ -372,6 +424,7 @@ def make_repo(path: Path, models: dict | None = None, **sections: dict) -> Path:
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     params["models"] = models if models is not None else TINY_MODELS
     params["pipeline"] = {"models": list(params["models"])}
+    params["sample"] = {name: params["sample"].get(name, {}) for name in params["models"]}  # how each draws
     params["evaluate"].update(TINY_EVALUATE)
     for section, values in sections.items():
         params.setdefault(section, {}).update(values)

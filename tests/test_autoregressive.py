@@ -18,7 +18,6 @@ from pokegen.autoregressive import (
     neighbours_at,
     palette_gated,
     shared_colors,
-    truncated,
 )
 from pokegen.checkpoint import WEIGHTS, load_checkpoint, save_checkpoint
 from pokegen.errors import DataError
@@ -222,16 +221,6 @@ def test_the_mask_shapes_cover_what_their_names_say() -> None:
     assert is_raster_suffix(lower).all() and not is_raster_suffix(left[:2]).any() and not is_raster_suffix(centre[:2]).any()
     with pytest.raises(ValueError, match="unknown mask shape 'top'"):
         shape_mask("top", 1, 20, seed=0)
-
-
-def test_epsilon_sampling_drops_the_unlikely_colors_but_never_the_likeliest() -> None:
-    probabilities = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.04, 0.03, 0.02, 0.91], [0.25, 0.25, 0.25, 0.25]])
-    assert torch.equal(truncated(probabilities, 0.0), probabilities), "0: nothing left out"
-    cut = truncated(probabilities, 0.1)
-    assert torch.allclose(cut[0], torch.tensor([0.5, 0.3, 0.15, 0.0]) / 0.95)
-    assert torch.equal(cut[1], torch.tensor([0.0, 0.0, 0.0, 1.0]))
-    assert torch.equal(cut[2], probabilities[2]), "all equal and above epsilon: kept"
-    assert torch.equal(truncated(probabilities[2:], 0.5), probabilities[2:]), "below epsilon but tied likeliest: kept"
 
 
 def test_the_new_color_penalty_makes_a_color_new_to_the_sprite_less_likely_from_the_second_row_on() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from conftest import make_sprite, run
+from conftest import BASELINES, TOY_MODELS, make_sprite, run
 from PIL import Image
 from scipy import ndimage
 
@@ -47,7 +47,6 @@ from pokegen.plugins.baselines import (
     PositionBaseline,
 )
 from pokegen.stats import distribution_metrics
-from pokegen.tensorize import data_card
 from pokegen.testing import toy_sprites
 
 
@@ -319,34 +318,6 @@ def test_latent_grid_codes_sweep_two_dims_and_fix_the_rest() -> None:
 
 # --- the evaluate stage and the CLI on a tiny trained repository ------------------------------
 
-BASELINES = {"neighbours": {}, "frequencies": {}}  # plugins, trained and evaluated like any model
-TINY_MODELS = {
-    "pixelrnn": {"hidden": 16, "train": {"epochs": 2, "batch_size": 16}},
-    "vae": {"channels": 8, "embed": 4, "head_channels": 8, "iw_samples": 4, "train": {"epochs": 2, "batch_size": 16}},
-    "gan": {"channels": 8, "latent_dim": 8, "train": {"epochs": 1, "batch_size": 16}},
-    "transformer": {"width": 16, "layers": 1, "heads": 2, "completion_candidates": 2, "train": {"epochs": 2, "batch_size": 16}},
-}
-EVALUATE = {"samples": 24, "grid": 9, "completion_rows": 3, "scale": 3, "nearest_k": 3, "latent_grid": {"steps": 4}}
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with a small data set (10x10 sprites, 6 colors) and the four built-ins trained on it."""
-    repo = tmp_path_factory.mktemp("trained")
-    data = toy_sprites(count=64, colors=6, size=10)
-    palette = np.array([[255, 255, 255], [200, 40, 40], [40, 160, 40], [40, 40, 200], [240, 200, 0], [20, 20, 20]], dtype=np.uint8)
-    splits = {"train": data[:44], "val": data[44:52], "test": data[52:]}
-    dataset = SpriteDataset(palette, splits, {k: tuple(f"{k}{i}" for i in range(len(v))) for k, v in splits.items()})
-    dataset.save(Layout(repo).dataset)
-    Layout(repo).data_card.write_text(json.dumps(data_card(dataset, seed=0, quantized_sha256="0" * 64)))
-    models = {**TINY_MODELS, **BASELINES}
-    params = {"quantize": {"side": 10}, "tensorize": {"val": 8, "test": 12}, "pipeline": {"models": list(models)}, "models": models, "evaluate": EVALUATE}
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    for name in models:
-        run(["pokegen", "train", name], repo)
-    return repo
-
-
 def _palette_only(path: Path, palette: np.ndarray, extra: tuple = ()) -> set[tuple[int, ...]]:
     """Colors of a picture that are neither palette colors nor the allowed extras (gutters, covers)."""
     colors = {tuple(int(c) for c in rgb) for rgb in np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3)}
@@ -355,10 +326,10 @@ def _palette_only(path: Path, palette: np.ndarray, extra: tuple = ()) -> set[tup
 
 def test_evaluate_writes_metrics_and_pictures_of_the_right_size_in_palette_colors(trained: Path) -> None:
     layout = Layout(trained)
-    for name in TINY_MODELS:
+    for name in TOY_MODELS:
         run(["pokegen", "evaluate", name], trained)
     palette = SpriteDataset.load(layout.dataset).palette
-    pictures = {name: sorted(p.name for p in layout.evaluation_pictures(name).iterdir()) for name in TINY_MODELS}
+    pictures = {name: sorted(p.name for p in layout.evaluation_pictures(name).iterdir()) for name in TOY_MODELS}
     assert pictures == {
         "pixelrnn": ["completion.png", "nearest.png", "samples.png"],
         "vae": ["latent_grid.png", "nearest.png", "samples.png"],
@@ -375,7 +346,7 @@ def test_evaluate_writes_metrics_and_pictures_of_the_right_size_in_palette_color
     }
     for (name, picture), size in sizes.items():
         assert Image.open(layout.evaluation_pictures(name) / picture).size == size, (name, picture)
-    for name in TINY_MODELS:
+    for name in TOY_MODELS:
         for picture in layout.evaluation_pictures(name).iterdir():
             extra = (COVER_RGB,) if picture.name == "completion.png" else ()
             assert _palette_only(picture, palette, extra) == set(), f"{picture} holds colors outside the palette"
@@ -454,8 +425,9 @@ def test_a_model_not_trained_yet_is_named(tmp_path: Path) -> None:
 # --- the report ------------------------------------------------------------------------------
 
 
-def _browser_image_widths(page: Path, tmp_path: Path) -> list[int]:
-    """Open a copy of ``page`` in headless Chromium; the naturalWidth of each image once the page has loaded."""
+def _browser_image_widths(page: Path, tmp_path: Path) -> tuple[list[int], str]:
+    """Open a copy of ``page`` in headless Chromium, beside a copy of the timings script it loads; the naturalWidth
+    of each image once the page has loaded, and the page as the browser left it."""
     import os
     import shutil
 
@@ -465,14 +437,18 @@ def _browser_image_widths(page: Path, tmp_path: Path) -> list[int]:
             pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
         pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium); CI installs it")
     probe = '<script>addEventListener("load", () => document.body.dataset.widths = [...document.images].map(i => i.naturalWidth).join(","))</script>'
-    copy = tmp_path / "page.html"
+    copy = tmp_path / "reports" / "page.html"
+    copy.parent.mkdir()
     copy.write_text(page.read_text().replace("</body>", probe + "</body>"))
+    timings = Layout(page.parent.parent).timings_script
+    (tmp_path / "timings").mkdir()
+    shutil.copy(timings, tmp_path / "timings" / timings.name)
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]  # fmt: skip
     dom = run([chromium, *flags, "--dump-dom", copy.as_uri()], tmp_path).stdout
     found = dom.split('data-widths="', 1)
     assert len(found) == 2, f"the page never finished loading:\n{dom[:500]}"
-    return [int(width) for width in found[1].split('"', 1)[0].split(",") if width]
+    return [int(width) for width in found[1].split('"', 1)[0].split(",") if width], dom
 
 
 def _markdown_tables(markdown: str) -> list[tuple[list[str], dict[str, list[str]]]]:
@@ -491,24 +467,27 @@ def _markdown_tables(markdown: str) -> list[tuple[list[str], dict[str, list[str]
 @pytest.mark.slow
 def test_the_report_leads_with_the_judge_lists_every_model_and_baseline_and_its_images_load_in_a_browser(trained: Path, tmp_path: Path) -> None:
     layout = Layout(trained)
-    for name in [*TINY_MODELS, *BASELINES]:
+    for name in [*TOY_MODELS, *BASELINES]:
         if not layout.evaluation_metrics(name).is_file():
             run(["pokegen", "evaluate", name], trained)
     run(["pokegen", "report"], trained)
     markdown = (layout.reports_dir / "report.md").read_text()
     (header, lead), (details_header, details) = _markdown_tables(markdown)
-    metrics = {name: json.loads(layout.evaluation_metrics(name).read_text()) for name in [*TINY_MODELS, *BASELINES]}
+    metrics = {name: json.loads(layout.evaluation_metrics(name).read_text()) for name in [*TOY_MODELS, *BASELINES]}
 
     assert header == ["model", "judge", "test bits/pixel", "precision", "recall", "copies", "training seconds"], "at most 7 columns"
     assert list(lead) == sorted(lead, key=lambda name: metrics[name]["judge"]["accuracy"]), "sorted by the judge, hardest to tell first"
-    assert set(lead) == set(details) == {*TINY_MODELS, *BASELINES}, "baselines are rows like any model"
+    assert set(lead) == set(details) == {*TOY_MODELS, *BASELINES}, "baselines are rows like any model"
     vae = metrics["vae"]
     assert lead["vae"][1] == f"{vae['judge']['accuracy']:.3f} ± {vae['judge']['spread']:.3f}"
     assert lead["vae"][2] == f"{vae['likelihood']['bits_per_pixel']:.3f} bound" and lead["pixelrnn"][2].endswith(" exact")
     assert lead["gan"][2] == "—", "no likelihood"
-    assert lead["vae"][3:6] == [f"{vae['judge']['precision']:.3f}", f"{vae['judge']['recall']:.3f}", f"{vae['novelty']['samples_near_copies']:.3f}"]
-    seconds = json.loads(layout.training_time("gan").read_text())["training"]["seconds"]
-    assert lead["gan"][6] == f"{seconds:.0f}", "the training's wall time, from timings/"
+    assert lead["vae"][3:6] == [
+        f"{vae['judge']['precision']:.3f}",
+        f"{vae['judge']['recall']:.3f}",
+        f"{vae['novelty']['samples_near_copies']:.3f}",
+    ]
+    assert {row[6] for row in lead.values()} == {"—"}, "a wall time is not versioned: the page fills it in (below)"
     # A baseline's row is computed on this data set, not copied from anywhere: the global frequencies by hand here.
     dataset = SpriteDataset.load(layout.dataset)
     counts = np.bincount(dataset.splits["train"].reshape(-1), minlength=6) + 1.0
@@ -540,7 +519,7 @@ def test_the_report_leads_with_the_judge_lists_every_model_and_baseline_and_its_
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
     assert all((layout.reports_dir / path).is_file() for path in linked), "the markdown's images lie beside it"
     glance = [path for path in linked if path.startswith("images/glance-")]
-    assert glance[0] == "images/glance-real-test-sprites.png" and len(glance) == 1 + len(TINY_MODELS) + len(BASELINES), "real first, then every row"
+    assert glance[0] == "images/glance-real-test-sprites.png" and len(glance) == 1 + len(TOY_MODELS) + len(BASELINES), "real first, then every row"
     real = np.asarray(Image.open(layout.reports_dir / glance[0]).convert("RGB"))
     samples = np.asarray(Image.open(layout.reports_dir / "images/vae-samples.png").convert("RGB"))
     assert real.shape == samples.shape, "the real sprites and every sample grid at one scale"
@@ -552,8 +531,16 @@ def test_the_report_leads_with_the_judge_lists_every_model_and_baseline_and_its_
     assert "<h2>Data card</h2>" in text and '"palette_size": 6' in text
     assert "trained from scratch" in text, "the notes say how the judge was trained"
     sources = re.findall(r'(?:src|href)="([^"]*)"', text)
-    assert len(sources) == len(linked) and all(source.startswith("data:image/png;base64,") for source in sources), "self-contained"
-    widths = _browser_image_widths(page, tmp_path)
+    assert sources.pop(0) == "../timings/report.js", "the one file it loads: this machine's timings, where they are"
+    assert len(sources) == len(linked) and all(source.startswith("data:image/png;base64,") for source in sources), (
+        "self-contained"
+    )
+    widths, dom = _browser_image_widths(page, tmp_path)
+    seconds = json.loads(layout.training_time("gan").read_text())["training"]["seconds"]
+    gan_row = re.search(r"<tr><td>gan</td>(.*?)</tr>", dom).group(1)
+    assert re.findall(r"<td>([^<]*)</td>", gan_row)[-1] == f"{round(seconds)}", (
+        "the training's wall time, from timings/"
+    )
     expected_widths = sorted(Image.open(layout.reports_dir / path).width for path in linked)
     assert sorted(widths) == expected_widths, "every embedded image decoded at its own size"
 

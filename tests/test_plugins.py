@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -20,7 +21,14 @@ from pokegen.artifacts import SpriteDataset
 from pokegen.checkpoint import load_checkpoint
 from pokegen.judge import validation_judge
 from pokegen.layout import Layout
-from pokegen.plugin import FitContext, TrainSettings
+from pokegen.plugin import (
+    API_VERSION,
+    FitContext,
+    FitResult,
+    PluginAPIDeprecationWarning,
+    TrainSettings,
+    checked_fit_result,
+)
 from pokegen.plugins.gan import GAN, GANConfig
 from pokegen.plugins.pixelrnn import PixelRNN, PixelRNNConfig
 from pokegen.plugins.transformer import SpriteTransformer, TransformerConfig
@@ -32,7 +40,7 @@ TINY = {
     "pixelrnn": {"hidden": 16},
     "vae": {"channels": 8, "embed": 4, "head_channels": 8, "iw_samples": 4},
     "gan": {"channels": 8, "latent_dim": 8},
-    "transformer": {"width": 16, "layers": 1, "heads": 2, "completion_candidates": 2},
+    "transformer": {"width": 16, "layers": 1, "heads": 2},
 }
 
 
@@ -61,10 +69,17 @@ class _Unregistered(PixelRNN):
 
 
 class _Broken(_Unregistered):
-    """Breaks two checks at once: samples outside the palette, and a fit that returns a bare list."""
+    """Breaks two checks at once: samples outside the palette, and a fit that returns its figures as a dict."""
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         return np.full((n, self.size, self.size), 255, dtype=np.uint8)
+
+    def fit(self, train, val, settings, context):
+        return super().fit(train, val, settings, context).history[-1]
+
+
+class _WrittenForAPI10(_Unregistered):
+    """A plugin written from 50494d6's docs/plugins.md (plugin API 1.0), whose fit returns the bare history list."""
 
     def fit(self, train, val, settings, context):
         return super().fit(train, val, settings, context).history
@@ -78,9 +93,21 @@ def test_the_kit_lists_every_broken_check_not_only_the_first() -> None:
     with pytest.raises(AssertionError) as failure:
         check_model(_Broken, {"hidden": 8}, epochs=1)
     message = str(failure.value)
-    assert "[fit] fit returned list, expected pokegen.plugin.FitResult" in message
+    assert "[fit] _Broken.fit returned dict; return pokegen.plugin.FitResult(history, best_epoch)" in message
     assert "[sample] color index 255 outside the 6-color palette" in message
     assert "[declaration]" not in message and "[log_prob]" not in message
+
+
+def test_a_plugin_written_for_the_previous_api_passes_the_kit_with_a_warning_naming_the_change() -> None:
+    change = r"_WrittenForAPI10.fit returned a bare history list \(plugin API 1.0\).*FitResult\(history, best_epoch\).*API 1.2"
+    with pytest.warns(PluginAPIDeprecationWarning, match=change):
+        assert "fit" in check_model(_WrittenForAPI10, {"hidden": 8}, epochs=1)
+    model = _WrittenForAPI10(PixelRNNConfig(hidden=8), colors=6, size=8)
+    history = [{"train_loss": 2.0}, {"train_loss": 1.0}]
+    with pytest.warns(PluginAPIDeprecationWarning):
+        assert checked_fit_result(model, history) == FitResult(history, best_epoch=2), "API 1.0 kept the last epoch"
+    assert API_VERSION == "1.1", "a new API version needs its Changelog entry in docs/plugins.md"
+    assert f"### {API_VERSION}" in (REPO_ROOT / "docs" / "plugins.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -166,7 +193,7 @@ def test_the_vae_samples_with_a_window_as_with_the_whole_canvas() -> None:
     """Sampling runs the decoder on the rows that reach the current pixel only, and keeps the colors drawn so far for the
     new-color gate; the same draws as the teacher-forced decoder on the whole canvas, whose gate sees every pixel before."""
     torch.manual_seed(0)
-    model = VAE(VAEConfig(channels=8, embed=4, head_channels=8, temperature=0.85), colors=6, size=8)
+    model = VAE(VAEConfig(channels=8, embed=4, head_channels=8), colors=6, size=8)
     model.module.eval()
     model.module.head.shared_colors.copy_(torch.tensor([True, False, False, True, False, False]))  # spared in both ways
     features = model.module.features(torch.randn(3, 10))
@@ -224,6 +251,7 @@ def test_broken_plugins_are_listed_with_their_error_and_the_others_still_load(tm
         {"loose_plugin": bad_config},
     )
     listing = run(["pokegen", "models"], tmp_path, env=env).stdout
+    assert f"pokegen.models (plugin API {API_VERSION})" in listing
     assert "ghost" in listing and "ModuleNotFoundError" in listing
     assert "loose" in listing and "must be a pydantic BaseModel" in listing
     for name in ("pixelrnn", "vae", "gan", "transformer"):
@@ -239,7 +267,9 @@ def test_a_plugin_setting_named_size_is_refused_by_the_check_stage_and_the_kit(t
     env = _fake_distribution(tmp_path / "site", {"sized": "sized_plugin:Sized"}, {"sized_plugin": sized})
     repo = tmp_path / "repo"
     repo.mkdir()
-    (repo / "params.yaml").write_text(yaml.safe_dump({"pipeline": {"models": ["sized"]}, "models": {"sized": {}}}))
+    (repo / "params.yaml").write_text(
+        yaml.safe_dump({"pipeline": {"models": ["sized"]}, "models": {"sized": {}}, "sample": {"sized": {}}})
+    )
     result = run(["pokegen", "stage", "check"], repo, env=env, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     message = " ".join(result.stderr.split())
@@ -282,8 +312,14 @@ def _train_repo(path: Path, models: dict) -> Path:
     data = toy_sprites(count=48, colors=6, size=8)
     palette = np.random.default_rng(0).integers(0, 256, (6, 3)).astype(np.uint8)
     splits = {"train": data[:40], "val": data[40:44], "test": data[44:]}
-    SpriteDataset(palette, splits, {k: tuple(f"{k}{i}" for i in range(len(v))) for k, v in splits.items()}).save(Layout(path).dataset)
-    (path / "params.yaml").write_text(yaml.safe_dump({"pipeline": {"models": list(models)}, "models": models}))
+    SpriteDataset(palette, splits, {k: tuple(f"{k}{i}" for i in range(len(v))) for k, v in splits.items()}).save(
+        Layout(path).dataset
+    )
+    (path / "params.yaml").write_text(
+        yaml.safe_dump(
+            {"pipeline": {"models": list(models)}, "models": models, "sample": {name: {} for name in models}}
+        )
+    )
     return path
 
 
@@ -386,7 +422,9 @@ def test_the_example_plugin_installs_lists_and_trains(tmp_path: Path) -> None:
     metrics = json.loads(Layout(repo).evaluation_metrics("mixture").read_text())
     assert metrics["likelihood"]["kind"] == "exact" and set(metrics["completion"]) == {"cover_50", "cover_75"}
     run(["pokegen", "report"], repo, env=env)
-    assert "| mixture | exact |" in (Layout(repo).reports_dir / "report.md").read_text()
+    assert re.search(
+        r"\| mixture \| [0-9.]+ ± [0-9.]+ \| [0-9.]+ exact \|", (Layout(repo).reports_dir / "report.md").read_text()
+    )
 
 
 class _NoMonitoredFigure(PixelRNN):
@@ -397,7 +435,7 @@ class _NoMonitoredFigure(PixelRNN):
 
 
 def test_a_plugin_without_its_monitored_figure_gets_a_message_not_a_key_error() -> None:
-    from pokegen.training import PluginContractError
+    from pokegen.errors import PluginContractError
 
     model = _NoMonitoredFigure(PixelRNNConfig(hidden=8), colors=6, size=8)
     data = toy_sprites()
@@ -573,7 +611,7 @@ def test_the_gan_keeps_the_epoch_the_judge_found_hardest_to_tell_from_the_valida
 
 
 def test_a_gan_without_the_judge_is_told_what_to_pass() -> None:
-    from pokegen.training import PluginContractError
+    from pokegen.errors import PluginContractError
 
     model = GAN(GANConfig(channels=8, latent_dim=8), colors=6, size=8)
     data = toy_sprites()
@@ -636,7 +674,7 @@ def test_the_gan_critic_sees_the_chosen_colors_rgb_and_the_generator_gets_the_so
 
 
 def test_a_gan_trained_without_the_palette_is_told_what_to_pass() -> None:
-    from pokegen.training import PluginContractError
+    from pokegen.errors import PluginContractError
 
     model = GAN(GANConfig(channels=8, latent_dim=8), colors=6, size=8)
     data = toy_sprites()

@@ -138,3 +138,27 @@ def test_flip_adds_each_training_sprites_mirror_image_and_leaves_val_and_test_al
     leak = SpriteDataset(flipped.palette, flipped.splits, {**flipped.names, "train": (*flipped.names["train"][:-1], plain.names["test"][0] + FLIPPED)})
     with pytest.raises(DataError, match=f"sprite '{plain.names['test'][0]}' is in both train and test"):
         check_disjoint(leak)  # but a test sprite's mirror image in train is a leak
+
+
+def test_every_pokegen_command_in_dvc_yaml_is_a_row_of_the_stage_table_that_the_cli_and_the_flow_read() -> None:
+    """One table of stages (pokegen.stages.STAGES): dvc.yaml's commands parse to its rows, each row's module has its
+    run_<name>, the CLI offers its data stages, and the flow builds its tasks from it."""
+    import inspect
+    import shlex
+
+    import yaml
+    from conftest import REPO_ROOT
+
+    from pokegen.flows.pipeline import TASKS
+    from pokegen.stages import DATA_STAGES, INPUTS, STAGES, parse_command
+
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    commands = [entry.get("do", entry)["cmd"] for entry in stages.values()]
+    found = {parse_command(tuple(shlex.split(cmd.replace("${item}", "vae"))[1:]))[0].name for cmd in commands}
+    assert found == set(STAGES), "every stage of the table is in dvc.yaml, and dvc.yaml runs nothing else of pokegen's"
+    for kind in STAGES.values():
+        assert set(inspect.signature(kind.function()).parameters) <= set(INPUTS), f"run_{kind.name} asks for what run_stage has"
+    assert parse_command(("train", "vae"))[1] == "vae" and parse_command(("stage", "nope")) is None
+    assert set(TASKS) == {name for name, kind in STAGES.items() if not kind.per_model} | {"shell"}
+    usage = run(["pokegen", "stage", "--help"], REPO_ROOT).stdout
+    assert all(name in usage for name in DATA_STAGES)

@@ -44,9 +44,9 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from pokegen.errors import ParamsError
+from pokegen.errors import ParamsError, PluginContractError, TrainingDiverged
 from pokegen.plugin import FitContext, FitResult, Resources, TrainSettings
-from pokegen.training import PluginContractError, TorchModel, TrainingDiverged
+from pokegen.torch_model import TorchModel
 
 
 class GANConfig(BaseModel):

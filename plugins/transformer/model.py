@@ -20,18 +20,20 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from pokegen.autoregressive import FED, RasterModel, RasterSampling, Step, neighbour_tokens
+from pokegen.autoregressive import FED, RasterModel, RasterSampling, SharedColorsConfig, Step, neighbour_tokens
 from pokegen.plugin import Resources
 
 
-class TransformerConfig(RasterSampling):
+class TransformerSampling(RasterSampling):
+    """Temperature 1.0: below it (0.9 was the default by the block-color F1) its sprites come out smaller and flatter than
+    real ones, which the judge tells apart more often (benchmarks/RESULTS.md)."""
+
+
+class TransformerConfig(SharedColorsConfig):
     width: int = Field(128, ge=8, description="embedding size of every position")
     layers: int = Field(4, ge=1, description="Transformer blocks")
     heads: int = Field(4, ge=1, description="attention heads (must divide width)")
     dropout: float = Field(0.1, ge=0, lt=1)
-    # The best mean validation F1 over sampling seeds 0-3 (0.894; 0.863 at 0.95, 0.801 at 0.85): below 1, its
-    # sprites come out flat and clean (~10 colors a sprite; benchmarks/RESULTS.md).
-    temperature: float = Field(0.9, gt=0, description=RasterSampling.model_fields["temperature"].description)
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> TransformerConfig:
@@ -103,6 +105,7 @@ class _Network(nn.Module):
 class SpriteTransformer(RasterModel):
     name = "transformer"
     Config = TransformerConfig
+    Sampling = TransformerSampling
     resources = Resources(gpus=0, cpus=2, memory_gb=2)
     # lr 3e-3 reaches in 5 epochs what 1e-3 does in 6 (benchmarks/RESULTS.md); validation stops improving
     # after 7 epochs, where 712 sprites start to be memorised. A moving average of the weights (ema) is kept.

@@ -37,12 +37,21 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from pokegen.autoregressive import SharedColorsConfig, colors_used_before, palette_gated, shared_colors
 from pokegen.plugin import ACTIVE_CODE_NATS, FitContext, FitResult, Resources, TrainSettings, bits_per_pixel
-from pokegen.training import TorchModel
+from pokegen.torch_model import TorchModel
+
+
+class VAESampling(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    temperature: float = Field(
+        0.85,
+        gt=0,
+        description="sampling temperature of the PixelCNN decoder (below 1: flatter colors, fewer stray pixels)",
+    )
 
 
 class VAEConfig(SharedColorsConfig):
@@ -56,9 +65,6 @@ class VAEConfig(SharedColorsConfig):
     head_layers: int = Field(2, ge=0, description="3x3 masked layers after its first 5x5 one: how far it sees")
     new_color_gate: bool = Field(True, description="the PixelCNN decoder's new-color gate, as the raster models' (false: none)")
     free_bits: float = Field(0.1, ge=0, description="nats per code dimension below which training does not push the KL")
-    temperature: float = Field(
-        0.85, gt=0, description="sampling temperature of the PixelCNN decoder (below 1: flatter colors, fewer stray pixels)"
-    )
     beta: float = Field(1.0, gt=0, description="weight of the KL term (1 = the true ELBO)")
     iw_samples: int = Field(64, ge=1, description="k of the importance-weighted bound used by log_prob")
 
@@ -159,6 +165,7 @@ class _Network(nn.Module):
 class VAE(TorchModel):
     name = "vae"
     Config = VAEConfig
+    Sampling = VAESampling
     likelihood = "bound"
     resources = Resources(gpus=0, cpus=2, memory_gb=2)
     # A moving average of the weights (ema) is validated and kept: over seeds 0 and 1, test bound 2.28 / 2.31 ->
@@ -270,8 +277,10 @@ class VAE(TorchModel):
             top = max(0, row - head.rows_seen)
             window_features = features[:, :, top : row + 1]
             for column in range(size):
-                logits = head.gate(head.outputs(canvas[:, top : row + 1], window_features)[:, :, row - top, column], used)
-                cumulative = torch.softmax(logits / self.config.temperature, dim=1).cumsum(dim=1)
+                logits = head.gate(
+                    head.outputs(canvas[:, top : row + 1], window_features)[:, :, row - top, column], used
+                )
+                cumulative = torch.softmax(logits / self.sampling.temperature, dim=1).cumsum(dim=1)
                 drawn = (cumulative < uniforms[:, row, column, None]).sum(dim=1).clamp(max=self.colors - 1)
                 canvas[:, row, column] = drawn
                 used[torch.arange(n, device=used.device), drawn] = True

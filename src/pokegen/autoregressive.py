@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from pokegen.plugin import FitContext, FitResult, TrainSettings, bits_per_pixel
-from pokegen.training import TorchModel
+from pokegen.torch_model import TorchModel
 
 NEIGHBOURS = 5  # the pixel before (in raster order), above-left, above, above-right, two above
 # The neighbours a model is fed, by name: the first 1, 4 or 5 of them.
@@ -100,27 +100,14 @@ def palette_gated(outputs: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
     return outputs[..., :-1] - F.softplus(outputs[..., -1:]) * ~used
 
 
-def truncated(probabilities: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """Each row without the colors of probability below ``epsilon`` (but never without its likeliest), renormalised:
-    epsilon sampling (Hewitt et al., 2022). The long tail of unlikely colors at every pixel is what speckles a sprite
-    with strays when 400 pixels are drawn; a cut relative to the likeliest color (top-p) would also cut the rare
-    but decisive first outline pixel on a white background, and draws blank sprites."""
-    if epsilon <= 0:
-        return probabilities
-    kept = (probabilities >= epsilon) | (probabilities == probabilities.max(dim=-1, keepdim=True).values)
-    kept = probabilities * kept
-    return kept / kept.sum(dim=-1, keepdim=True)
-
-
 @torch.no_grad()
 def draw(
     step: DrawingStep, n: int, size: int, colors: int, *, temperature: float, generator: torch.Generator,
-    epsilon: float = 0.0, new_color_penalty: float = 0.0, known: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+    new_color_penalty: float = 0.0, known: torch.Tensor | None = None, mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Draw n sprites pixel by pixel in raster order: (pixels (n, S, S), log_weights (n,)).
 
-    Without ``mask`` every pixel is sampled at ``temperature``, among the colors of probability at least ``epsilon``
-    (truncated); from the second row on, every color the sprite has not used yet first loses ``new_color_penalty``
+    Without ``mask`` every pixel is sampled at ``temperature``; from the second row on, every color the sprite has not used yet first loses ``new_color_penalty``
     from its logit (the first row is background in nearly every sprite). With ``known`` and ``mask`` (n, S*S), pixels under
     the mask are sampled and the others kept; each kept pixel's log-probability under the model (at temperature 1),
     given everything drawn before it, is added to its sprite's log-weight: how well the drawn pixels agree with the
@@ -132,7 +119,7 @@ def draw(
     for position in range(size * size):
         logits = step(neighbours_at(drawn, position, size, colors), position, used)
         shaped = logits - new_color_penalty * (~used) if new_color_penalty and position >= size else logits
-        probabilities = truncated(torch.softmax(shaped / temperature, dim=-1), epsilon)
+        probabilities = torch.softmax(shaped / temperature, dim=-1)
         sampled = torch.multinomial(probabilities, 1, generator=generator).squeeze(1)
         drawn[:, position] = sampled if mask is None else torch.where(mask[:, position], sampled, known[:, position])
         used[torch.arange(n, device=device), drawn[:, position]] = True
@@ -153,7 +140,7 @@ def is_raster_suffix(mask: np.ndarray) -> np.ndarray:
 
 def complete_any_mask(
     drawing_step: Callable[[int], DrawingStep], images: np.ndarray, mask: np.ndarray, colors: int, *,
-    temperature: float, candidates: int, seed: int, device: torch.device, epsilon: float = 0.0, new_color_penalty: float = 0.0,
+    temperature: float, candidates: int, seed: int, device: torch.device, new_color_penalty: float = 0.0,
     chunk: int = 256,
 ) -> np.ndarray:  # fmt: skip
     """Fill the pixels under any mask (True: fill), by sampling-importance-resampling.
@@ -162,7 +149,7 @@ def complete_any_mask(
     pixels after the ones to fill. So ``candidates`` completions of each sprite are drawn in raster order (masked
     pixels sampled, known ones kept), each weighted by the probability of the known pixels that follow its drawn
     ones, and one is picked in proportion to its weight: a draw from p(masked | known) as candidates grow (at the
-    sampling temperature, epsilon and new-color penalty). A mask that covers a raster suffix (the lower rows) leaves nothing after the drawn
+    sampling temperature and new-color penalty). A mask that covers a raster suffix (the lower rows) leaves nothing after the drawn
     pixels, so one candidate is exact there. ``drawing_step(batch)`` builds a fresh step for a batch of that size."""
     images = np.asarray(images)
     mask = np.asarray(mask, dtype=bool)
@@ -176,7 +163,7 @@ def complete_any_mask(
         rows = slice(start, start + chunk)
         pixels, weights = draw(
             drawing_step(len(known[rows])), len(known[rows]), size, colors,
-            temperature=temperature, epsilon=epsilon, new_color_penalty=new_color_penalty, generator=generator,
+            temperature=temperature, new_color_penalty=new_color_penalty, generator=generator,
             known=known[rows], mask=covered[rows],
         )  # fmt: skip
         drawn.append(pixels)
@@ -196,16 +183,12 @@ class SharedColorsConfig(BaseModel):
     )
 
 
-class RasterSampling(SharedColorsConfig):
-    """How a RasterModel draws, and which colors its gate spares: the fields its config shares (each plugin's
-    Config subclasses this)."""
+class RasterSampling(BaseModel):
+    """How a RasterModel draws: its Sampling (sample.<name> in params.yaml). Each plugin subclasses it to set its own
+    defaults: the settings of the best judge on the validation sprites (benchmarks/RESULTS.md)."""
 
-    # Each plugin sets its own default: the temperature (and penalty) of the best mean validation F1 over
-    # sampling seeds (benchmarks/RESULTS.md), picked again whenever the model changes.
+    model_config = ConfigDict(extra="forbid", frozen=True)
     temperature: float = Field(1.0, gt=0, description="sampling temperature")
-    epsilon: float = Field(
-        0.0, ge=0, lt=1, description="leave out colors below this probability when sampling (epsilon sampling; 0: none)"
-    )
     # On top of the model's own new-color gate: a color new to the sprite made less likely still draws fewer,
     # flatter colors (evaluate's colors_per_sprite; real sprites use about a dozen).
     new_color_penalty: float = Field(
@@ -221,14 +204,17 @@ class RasterModel(TorchModel):
 
     A subclass supplies ``outputs(images)`` (teacher-forced, every position's K color logits and the new-color
     gate, (n, S*S, K + 1), from the pixels before it) and ``make_step(n)`` (the same network one position at a
-    time, for sampling, giving (n, K + 1)), and a config with RasterSampling's fields. Everything else lives here
+    time, for sampling, giving (n, K + 1)), a config with SharedColorsConfig's field and a Sampling subclassing
+    RasterSampling. Everything else lives here
     once: the gate, the loss, the validation figure, the likelihoods, sampling and completion of any mask."""
 
     likelihood = "exact"
     completes_any_mask = True
     SHARED_COLORS = "shared_colors"  # the checkpoint's tensor of them, beside the network's weights
 
-    def __init__(self, config: RasterSampling, colors: int, size: int) -> None:
+    Sampling = RasterSampling
+
+    def __init__(self, config: SharedColorsConfig, colors: int, size: int) -> None:
         super().__init__(config, colors, size)
         self.shared_colors = torch.zeros(colors, dtype=torch.bool)  # none until fit finds them in the training sprites
 
@@ -294,9 +280,12 @@ class RasterModel(TorchModel):
         return -self._in_chunks(images).sum(dim=1).cpu().numpy().astype(np.float64)
 
     def _sampling(self) -> dict[str, float]:
-        """The config's sampling rules, as draw and complete_any_mask take them."""
-        config = self.config
-        return {"temperature": config.temperature, "epsilon": config.epsilon, "new_color_penalty": config.new_color_penalty}
+        """The sampling rules (self.sampling), as draw and complete_any_mask take them."""
+        rules = self.sampling
+        return {
+            "temperature": rules.temperature,
+            "new_color_penalty": rules.new_color_penalty,
+        }
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         self.module.eval()
@@ -309,7 +298,7 @@ class RasterModel(TorchModel):
         sampling-importance-resampling over ``completion_candidates`` raster completions."""
         self.module.eval()
         return complete_any_mask(
-            self.drawing_step, images, mask, self.colors, candidates=self.config.completion_candidates, seed=seed,
+            self.drawing_step, images, mask, self.colors, candidates=self.sampling.completion_candidates, seed=seed,
             device=self.device, **self._sampling(),
         )  # fmt: skip
 

@@ -91,8 +91,12 @@ def load_checkpoint(folder: Path, plugin: type[GenerativeModel] | None = None) -
     Raises DataError when the checkpoint's config or weights no longer fit the installed plugin (another version wrote it)."""
     record = read_checkpoint_info(folder)
     plugin = plugin or get_plugin(record["plugin"], key=f"{folder / CHECKPOINT_JSON}: plugin")
+    # A checkpoint written before the sampling settings left the config (temperature, ...) still loads: they no longer
+    # change what the model learned, and come from sample.<name> now.
+    moved = set(plugin.Sampling.model_fields) - set(plugin.Config.model_fields)
+    learned = {key: value for key, value in record["config"].items() if key not in moved}
     try:
-        config = plugin.Config.model_validate(record["config"])
+        config = plugin.Config.model_validate(learned)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in error['loc']) or 'config'}: {error['msg']}" for error in exc.errors())
         raise DataError(f"{folder / CHECKPOINT_JSON}: its config does not fit the installed {record['plugin']} plugin ({problems}); {_retrain(record)}") from None

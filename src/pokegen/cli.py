@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from enum import Enum
 from pathlib import Path
 
@@ -47,6 +48,11 @@ def _setup_logging() -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    # A plugin on a deprecated part of the contract: said once, in the log, while it still works.
+    from pokegen.plugin import PluginAPIDeprecationWarning
+
+    warnings.simplefilter("default", PluginAPIDeprecationWarning)
+    logging.captureWarnings(True)
 
 
 def _fail(error: PokegenError) -> None:
@@ -147,14 +153,15 @@ def _check_listed(params, name: str) -> None:
         raise ParamsError(f"pipeline.models: {name!r} is not listed (listed: {', '.join(params.pipeline.models)})")
 
 
-def _trained(name: str, params_path: Path):
-    """The trained model NAME from the DVC outputs, and the data set it was trained on (for the palette)."""
+def _trained(name: str, params_path: Path, sampling: list[str] | None = None):
+    """The trained model NAME from the DVC outputs, drawing as sample.NAME says with the ``sampling`` KEY=VALUE
+    overrides, and the data set it was trained on (for the palette)."""
     from pokegen.artifacts import SpriteDataset
-    from pokegen.checkpoint import load_checkpoint
+    from pokegen.trained import load_trained, parse_overrides
 
     params = load_params(params_path, check_models=False)  # only the trained checkpoint's own config matters here
     layout = Layout(params_path.resolve().parent)
-    model = load_checkpoint(layout.model_dir(name))
+    model = load_trained(layout, params, name, parse_overrides(sampling or []))
     return params, model, SpriteDataset.load(layout.dataset)
 
 
@@ -173,6 +180,9 @@ def _needs(model, capability: str, name: str) -> None:
 
 OutputOption = typer.Option(..., "--output", "-o", help="PNG file to write")
 ScaleOption = typer.Option(4, min=1, max=32, help="picture pixels per sprite pixel")
+SamplingOption = typer.Option(
+    None, "--sampling", "-s", help="a sampling setting, KEY=VALUE (temperature=0.9); default: params.yaml's sample.NAME"
+)
 SeedOption = typer.Option(0, min=0, help="the same seed draws the same sprites")
 
 
@@ -183,13 +193,14 @@ def sample(
     seed: int = SeedOption,
     output: Path = OutputOption,
     scale: int = ScaleOption,
+    sampling: list[str] | None = SamplingOption,
     params_path: Path = ParamsOption,
 ) -> None:
     """Draw N new sprites as one grid picture."""
     from pokegen.images import palette_grid
 
     try:
-        _, model, dataset = _trained(name, params_path)
+        _, model, dataset = _trained(name, params_path, sampling)
         sprites = model.sample(n, seed=seed)
         _save_picture(palette_grid(sprites, dataset.palette, columns=int(n**0.5 + 0.999), scale=scale), output)
     except PokegenError as error:
@@ -208,6 +219,7 @@ def complete(
     seed: int = SeedOption,
     output: Path = OutputOption,
     scale: int = ScaleOption,
+    sampling: list[str] | None = SamplingOption,
     params_path: Path = ParamsOption,
 ) -> None:
     """Cover the lower part of sprites (or another --mask) and let the model draw it: rows of real / covered / completed."""
@@ -219,7 +231,7 @@ def complete(
             raise PokegenError(f"--cover {cover}: give the covered share of rows, between 0 and 1 (for example 0.5 or 0.75)")
         if mask_shape is not None and mask_shape not in MASK_SHAPES:
             raise PokegenError(f"--mask {mask_shape}: give one of {', '.join(MASK_SHAPES)}")
-        params, model, dataset = _trained(name, params_path)
+        params, model, dataset = _trained(name, params_path, sampling)
         _needs(model, "complete", name)
         if mask_shape is not None and not model.completes_any_mask:
             raise PokegenError(f"model {name!r} completes only the lower rows (--cover), not --mask {mask_shape}")
@@ -254,6 +266,7 @@ def latent_grid(
     steps: int | None = typer.Option(None, min=2, max=32),
     output: Path = OutputOption,
     scale: int = ScaleOption,
+    sampling: list[str] | None = SamplingOption,
     params_path: Path = ParamsOption,
 ) -> None:
     """The lecture's picture: pick two code dims, sweep them over a grid, fix the rest."""
@@ -264,7 +277,7 @@ def latent_grid(
     from pokegen.params import LatentGridParams
 
     try:
-        params, model, dataset = _trained(name, params_path)
+        params, model, dataset = _trained(name, params_path, sampling)
         _needs(model, "decode", name)
         overrides = {key: value for key, value in {"dims": dims, "fixed": fixed, "span": span, "steps": steps}.items() if value is not None}
         try:
@@ -282,9 +295,10 @@ def models() -> None:
     """List every registered model plugin: distribution, version, capabilities, resources (and errors)."""
     from rich.table import Table
 
+    from pokegen.plugin import API_VERSION
     from pokegen.registry import discover
 
-    table = Table(title="pokegen.models")
+    table = Table(title=f"pokegen.models (plugin API {API_VERSION})")
     for column in ("name", "distribution", "version", "likelihood", "capabilities", "resources", "status"):
         table.add_column(column)
     for info in discover():
@@ -297,6 +311,24 @@ def models() -> None:
             f"gpus={r.gpus} cpus={r.cpus} memory={r.memory_gb:g}GB", "ok",
         )  # fmt: skip
     Console(width=200).print(table)
+
+
+@app.command()
+def explore(
+    host: str = typer.Option("127.0.0.1", help="the address to serve on: this machine only unless you say otherwise"),
+    port: int = typer.Option(8000, min=0, max=65535, help="0: any free port"),
+    params_path: Path = ParamsOption,
+) -> None:
+    """Serve a page to play with the trained models: sample, move a latent code, draw and let a model complete it."""
+    _setup_logging()
+    try:
+        from pokegen.explore import serve
+
+        serve(params_path.resolve().parent, host, port)
+    except PokegenError as error:
+        _fail(error)
+    except OSError as error:  # the port is taken, or the address is not this machine's
+        _fail(PokegenError(f"cannot serve on {host}:{port}: {error.strerror or error}; choose another with --port or --host"))
 
 
 @app.command()

@@ -15,3 +15,11 @@ class DownloadError(PokegenError):
 
 class DataError(PokegenError):
     """An input file (archive, sprite, course text file, artifact) is unusable."""
+
+
+class TrainingDiverged(PokegenError):
+    """Training produced NaN/inf or collapsed; the last good checkpoint is kept."""
+
+
+class PluginContractError(PokegenError):
+    """A plugin answered something the contract does not allow (named in the message)."""

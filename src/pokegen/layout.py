@@ -88,8 +88,13 @@ class Layout:
         return self.root / "timings" / f"train-{name}.json"
 
     def sampling_speed(self, name: str) -> Path:
-        """Machine-dependent timings: a top-level DVC metric, outside the stage outputs, so they never change dvc.lock."""
+        """Machine-dependent timings stay outside every stage's outputs, so they never change dvc.lock."""
         return self.root / "timings" / f"evaluate-{name}.json"
+
+    @property
+    def timings_script(self) -> Path:
+        """What reports/index.html loads to show the training seconds of this machine's runs (report.TIMINGS_SCRIPT)."""
+        return self.root / "timings" / "report.js"
 
     # report -> reports
     @property

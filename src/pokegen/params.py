@@ -266,8 +266,10 @@ class Params(StrictModel):
     evaluate: EvaluateParams = EvaluateParams()
     deployment: DeploymentParams = DeploymentParams()
     # models.<name>: the plugin's own Config keys, plus `train` (TrainSettings) and `resources` (Resources).
-    # Checked against each plugin by model_spec(), since only the plugin knows its keys.
+    # sample.<name>: the plugin's Sampling keys (how it draws: evaluate@NAME depends on them, train@NAME does not).
+    # Checked against each plugin by model_specs(), since only the plugin knows its keys.
     models: dict[str, dict[str, Any]] = {}
+    sample: dict[str, dict[str, Any]] = {}
 
     @model_validator(mode="after")
     def _fits_the_data(self) -> Params:
@@ -370,11 +372,12 @@ def _check_model_sections(params: Params, source: str) -> None:
 
     known = registered_names()
     problems = []
-    for name in params.models:
+    for name in [*params.models, *(name for name in params.sample if name not in params.models)]:
         if name not in known:
             hint = difflib.get_close_matches(name, known, n=1)
+            section = "models" if name in params.models else "sample"
             problems.append(
-                f"  - models.{name}: no model plugin named {name!r} is installed"
+                f"  - {section}.{name}: no model plugin named {name!r} is installed"
                 + (f" (did you mean '{hint[0]}'?)" if hint else f" (installed: {', '.join(known) or 'none'})")
                 + "; rename the section, install its plugin, or remove it"
             )
@@ -391,6 +394,11 @@ class ModelSpec:
     config: BaseModel
     train: TrainSettings
     resources: Resources
+    sampling: BaseModel | None = None  # the plugin's Sampling, from sample.<name>; None: its defaults
+
+    def __post_init__(self) -> None:
+        if self.sampling is None:
+            object.__setattr__(self, "sampling", self.plugin.Sampling())
 
 
 def _validate(model: type[BaseModel], raw: Any, prefix: tuple, problems: list[str]) -> Any:
@@ -413,12 +421,26 @@ def model_specs(params: Params, source: str = "params.yaml") -> dict[str, ModelS
         except ParamsError as exc:
             problems.append(f"  - {exc}")
             continue
-        if name not in params.models:
-            problems.append(f"  - models.{name}: missing; add `{name}: {{}}` under models (DVC tracks each model's section)")
+        missing = [
+            section for section, found in (("models", params.models), ("sample", params.sample)) if name not in found
+        ]
+        if missing:
+            problems += [
+                f"  - {section}.{name}: missing; add `{name}: {{}}` under {section} (DVC tracks each model's section)"
+                for section in missing
+            ]
             continue
         raw = dict(params.models[name] or {})
-        blind = run_cache_blind_fields(plugin.Config, ("models", name))
-        blind += [path for path in run_cache_blind_keys(raw, ("models", name)) if path not in blind]
+        asked_sampling = dict(params.sample[name] or {})
+        blind = run_cache_blind_fields(plugin.Config, ("models", name)) + run_cache_blind_fields(
+            plugin.Sampling, ("sample", name)
+        )
+        blind += [
+            path
+            for path in run_cache_blind_keys(raw, ("models", name))
+            + run_cache_blind_keys(asked_sampling, ("sample", name))
+            if path not in blind
+        ]
         if blind:
             problems += [f"  - {run_cache_blind_problem(path, f'a setting of the {name} plugin')}; the plugin must rename it" for path in blind]
             continue
@@ -429,10 +451,22 @@ def model_specs(params: Params, source: str = "params.yaml") -> dict[str, ModelS
                 problems.append(f"  - models.{name}.train.{key}: {name} does not use it (it uses {', '.join(sorted(accepted))}); remove it")
                 asked.pop(key)
         train = _validate(TrainSettings, {**plugin.train_defaults, **asked}, ("models", name, "train"), problems)
-        resources = _validate(Resources, {**plugin.resources.model_dump(), **(raw.pop("resources", None) or {})}, ("models", name, "resources"), problems)
+        resources = _validate(
+            Resources,
+            {**plugin.resources.model_dump(), **(raw.pop("resources", None) or {})},
+            ("models", name, "resources"),
+            problems,
+        )
+        moved = sorted(set(raw) & set(plugin.Sampling.model_fields) - set(plugin.Config.model_fields))
+        for key in moved:  # a sampling setting where it used to be, among what the model learns with
+            problems.append(
+                f"  - models.{name}.{key}: a sampling setting; move it to sample.{name}.{key} (changing it then re-trains nothing)"
+            )
+            raw.pop(key)
         config = _validate(plugin.Config, raw, ("models", name), problems)
-        if train is not None and resources is not None and config is not None:
-            specs[name] = ModelSpec(name, plugin, config, train, resources)
+        sampling = _validate(plugin.Sampling, asked_sampling, ("sample", name), problems)
+        if train is not None and resources is not None and config is not None and sampling is not None:
+            specs[name] = ModelSpec(name, plugin, config, train, resources, sampling)
     if problems:
         raise ParamsError(f"{source} is not valid:\n" + "\n".join(problems) + f"\nFix these keys in {source}.")
     return specs

@@ -7,7 +7,9 @@ A plugin is a class registered under the entry-point group ``pokegen.models``::
 
 It declares:
     name         the key users write in params.yaml (models.<name>)
-    Config       a pydantic model of its own settings (unknown keys are errors)
+    Config       a pydantic model of what it learns with (unknown keys are errors): changing one re-trains it
+    Sampling     a pydantic model of how it draws (sample.<name>: temperature, ...): changing one re-evaluates it,
+                 never re-trains it; the core sets ``model.sampling`` before it samples
     resources    Resources(gpus, cpus, memory_gb) its training task needs; users may override
     likelihood   "exact", "bound" or None: what log_prob returns, if it has one
     completes_any_mask  True if complete fills any mask, not only the lower rows (evaluate.masks then shows it)
@@ -35,6 +37,7 @@ seeding, epochs, early stopping, checkpoints, resume and progress.
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +46,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from pokegen.errors import PluginContractError
 
 CAPABILITIES = ("log_prob", "elbo", "kl_per_dimension", "complete", "conditional_log_prob", "encode", "decode")
 ACTIVE_CODE_NATS = 0.01  # a code dimension whose mean KL is below this carries (almost) nothing: collapsed
@@ -95,6 +100,16 @@ class FitResult:
     monitor: str | None = None
 
 
+# The plugin contract's version, shown by `pokegen models`. A minor version may deprecate a part of the contract: it
+# keeps working, with a PluginAPIDeprecationWarning naming the replacement, until the next minor version removes it
+# (as pluggy and scikit-learn do). The changes, version by version: docs/plugins.md, "Changelog".
+API_VERSION = "1.1"
+
+
+class PluginAPIDeprecationWarning(DeprecationWarning):
+    """A plugin uses a part of the contract that a later API version removes; the message says what to write instead."""
+
+
 Sampler = Callable[[int, int], np.ndarray]  # (count, seed) -> (count, S, S) uint8 sprites, as GenerativeModel.sample
 
 
@@ -120,9 +135,16 @@ class FitContext:
     on_batch: Callable[[int, int, int], None] | None = None  # (epoch, batch, batches), for a progress bar
 
 
+class NoSampling(BaseModel):
+    """The Sampling of a model with no settings for how it draws (a GAN draws argmax colors from a code)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class GenerativeModel(ABC):
     name: ClassVar[str]
     Config: ClassVar[type[BaseModel]]
+    Sampling: ClassVar[type[BaseModel]] = NoSampling
     resources: ClassVar[Resources] = Resources()
     likelihood: ClassVar[Literal["exact", "bound"] | None] = None
     completes_any_mask: ClassVar[bool] = False  # complete() fills any mask, not only the lower rows
@@ -134,6 +156,7 @@ class GenerativeModel(ABC):
         self.config = config
         self.colors = colors
         self.size = size
+        self.sampling: BaseModel = self.Sampling()  # sample.<name> in params.yaml; the core sets it after loading
 
     @abstractmethod
     def fit(self, train: np.ndarray, val: np.ndarray, settings: TrainSettings, context: FitContext) -> FitResult:
@@ -158,3 +181,29 @@ class GenerativeModel(ABC):
     @classmethod
     def capabilities(cls) -> list[str]:
         return [name for name in CAPABILITIES if callable(getattr(cls, name, None))]
+
+
+def checked_fit_result(model: GenerativeModel, result: object) -> FitResult:
+    """What ``model.fit`` returned, as a FitResult; PluginContractError naming the plugin and the fix if it is not one.
+
+    API 1.0's bare history list still works in 1.1, with a PluginAPIDeprecationWarning: the model keeps the weights
+    of its last epoch, as 1.0 said. API 1.2 refuses it."""
+    name = type(model).__name__
+    if isinstance(result, list) and all(isinstance(row, dict) for row in result):
+        warnings.warn(
+            f"{name}.fit returned a bare history list (plugin API 1.0). Return pokegen.plugin.FitResult(history, "
+            "best_epoch) instead: API 1.2 refuses a list (docs/plugins.md, Changelog).",
+            PluginAPIDeprecationWarning,
+            stacklevel=2,
+        )
+        result = FitResult(result, best_epoch=len(result))
+    if not isinstance(result, FitResult):
+        raise PluginContractError(
+            f"{name}.fit returned {type(result).__name__}; return pokegen.plugin.FitResult(history, best_epoch)"
+        )
+    if not result.history or not 1 <= result.best_epoch <= len(result.history):
+        raise PluginContractError(
+            f"{name}.fit returned best_epoch {result.best_epoch} for {len(result.history)} epochs of history; "
+            "it must name one of them (1-based)"
+        )
+    return result

@@ -40,13 +40,23 @@ def check_plugin_class(plugin: object, name: str) -> type[GenerativeModel]:
     if not (isinstance(plugin, type) and issubclass(plugin, GenerativeModel)):
         raise TypeError(f"{plugin!r} is not a subclass of pokegen.plugin.GenerativeModel")
     if getattr(plugin, "name", None) != name:
-        raise TypeError(f"{plugin.__name__}.name is {getattr(plugin, 'name', None)!r}, but it is registered as {name!r}")
-    config = getattr(plugin, "Config", None)
-    if not (isinstance(config, type) and issubclass(config, BaseModel)):
-        raise TypeError(f"{plugin.__name__}.Config must be a pydantic BaseModel, got {config!r}")
-    if config.model_config.get("extra") != "forbid":
-        raise TypeError(f"{plugin.__name__}.Config must forbid unknown keys (model_config = ConfigDict(extra='forbid'))")
-    config()  # every setting needs a default
+        raise TypeError(
+            f"{plugin.__name__}.name is {getattr(plugin, 'name', None)!r}, but it is registered as {name!r}"
+        )
+    for attribute in ("Config", "Sampling"):
+        settings = getattr(plugin, attribute, None)
+        if not (isinstance(settings, type) and issubclass(settings, BaseModel)):
+            raise TypeError(f"{plugin.__name__}.{attribute} must be a pydantic BaseModel, got {settings!r}")
+        if settings.model_config.get("extra") != "forbid":
+            raise TypeError(
+                f"{plugin.__name__}.{attribute} must forbid unknown keys (model_config = ConfigDict(extra='forbid'))"
+            )
+        settings()  # every setting needs a default
+    shared = set(plugin.Config.model_fields) & set(plugin.Sampling.model_fields)
+    if shared:
+        raise TypeError(
+            f"{plugin.__name__}: {sorted(shared)} are in both Config (what it learns with) and Sampling (how it draws); keep each in one"
+        )
     if not isinstance(plugin.resources, Resources):
         raise TypeError(f"{plugin.__name__}.resources must be a pokegen.plugin.Resources")
     if plugin.likelihood not in (None, "exact", "bound"):

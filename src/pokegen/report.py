@@ -30,15 +30,13 @@ MISSING = "—"
 @dataclass(frozen=True)
 class Entry:
     """One row of the report: a model, its evaluation metrics, pictures (name -> PNG) and curves CSV, the validation
-    figure its training chose the best epoch on (train_metrics.json's monitor), and its training wall time in seconds
-    on the machine that trained it (None when that machine's timings are not here)."""
+    figure its training chose the best epoch on (train_metrics.json's monitor)."""
 
     name: str
     metrics: dict
     pictures: dict[str, bytes] = field(default_factory=dict)
     curves_csv: str = ""
     monitor: str | None = None
-    training_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -93,13 +91,36 @@ def _headline_cell(metric: Metric, metrics: dict) -> str:
 
 def headline_table(entries: list[Entry]) -> Table:
     """The short table the report leads with: model, judge ± spread, test bits/pixel (exact or bound), precision and
-    recall in the judge's space, copies, training seconds; in the order given (judged_first)."""
+    recall in the judge's space, copies, training seconds; in the order given (judged_first).
+
+    The training seconds are left "—": a wall time differs from run to run, and the report is a DVC output that must
+    come out the same wherever the models do. The page fills them in from TIMINGS_SCRIPT where the machine that
+    trained left its timings (training_seconds_script)."""
     columns = [metric for metric in METRICS if metric.headline]
-    rows = []
-    for entry in entries:
-        seconds = MISSING if entry.training_seconds is None else f"{entry.training_seconds:.0f}"
-        rows.append([entry.name, *(_headline_cell(metric, entry.metrics) for metric in columns), seconds])
-    return Table(["model", *(_header(metric, entries) for metric in columns), "training seconds"], rows)
+    rows = [[entry.name, *(_headline_cell(metric, entry.metrics) for metric in columns), MISSING] for entry in entries]
+    return Table(["model", *(_header(metric, entries) for metric in columns), TRAINING_SECONDS], rows)
+
+
+TRAINING_SECONDS = "training seconds"
+TIMINGS_SCRIPT = "../timings/report.js"  # from reports/index.html: git-ignored, outside every DVC output
+
+
+def training_seconds_script(seconds: dict[str, float]) -> str:
+    """The script index.html loads from TIMINGS_SCRIPT: each model's training wall time on this machine."""
+    return f"window.pokegenTrainingSeconds = {json.dumps({name: round(value) for name, value in seconds.items()}, sort_keys=True)};\n"
+
+
+# Fills the headline's training-seconds column from TIMINGS_SCRIPT, where it loaded; elsewhere the cells stay "—".
+FILL_TRAINING_SECONDS = """<script>
+(() => {
+  const seconds = window.pokegenTrainingSeconds || {};
+  const column = [...document.querySelectorAll("#metrics th")].findIndex((th) => th.textContent === "COLUMN");
+  for (const row of document.querySelectorAll("#metrics tbody tr")) {
+    const name = row.cells[0].textContent;
+    if (name in seconds) row.cells[column].textContent = String(seconds[name]);
+  }
+})();
+</script>""".replace("COLUMN", TRAINING_SECONDS)
 
 
 def details_table(entries: list[Entry], settings: EvaluateParams) -> Table:
@@ -143,7 +164,11 @@ def notes(settings: EvaluateParams) -> list[str]:
     found = [metric.note for metric in metrics_table(settings) if metric.note]
     return [
         *found,
-        "Training seconds: the wall time of train@MODEL on the machine that trained it (timings/, not a DVC output).",
+        (
+            "Training seconds: the wall time of train@MODEL on the machine that trained it. It is not versioned, since it "
+            "differs from run to run: index.html shows it where that machine's timings/ folder is beside reports/, "
+            "`dvc metrics show` lists it there, and elsewhere it reads —."
+        ),
         (
             "Rows are sorted by the judge's accuracy, the model hardest to tell from real sprites first (then by test "
             "bits/pixel). Baselines are plugins too (neighbours: each pixel given its left and upper neighbours, the row "
@@ -206,6 +231,8 @@ def render_html(report: Report) -> str:
         "</head><body>",
         "<h1>pokegen: models compared</h1>",
         *_html_table(report.headline, "metrics"),
+        f'<script src="{TIMINGS_SCRIPT}"></script>',
+        FILL_TRAINING_SECONDS,
     ]
     if report.glance:
         out.append('<section id="glance"><h2>Samples at a glance, at one scale: what real looks like first</h2>')
@@ -255,6 +282,7 @@ def params_used(params, specs) -> dict:
     each model's settings resolved with its plugin's defaults filled in."""
     used = params.model_dump(mode="json", by_alias=True, include={"download", "quantize", "tensorize", "evaluate"})
     used["pipeline"] = {"models": params.pipeline.models}
+    used["sample"] = {name: spec.sampling.model_dump(mode="json") for name, spec in specs.items()}
     used["models"] = {
         name: {
             **spec.config.model_dump(mode="json"),

@@ -1,7 +1,8 @@
 """The shared training loop for torch plugins: seed, epochs, early stop, checkpoint, resume, progress.
 
-A TorchModel supplies its network (``module``), its ``optimizers`` and a ``training_step``
-(most supply only ``loss``); this loop does everything else, once, for every plugin.
+A TorchModel (pokegen.torch_model) supplies its network (``module``), its ``optimizers`` and a ``training_step``
+(most supply only ``loss``); this loop does everything else, once, for every plugin. The loop lives apart from
+TorchModel so that an edit here re-trains the models but re-runs no evaluation (which only loads and samples).
 
 With ``ema`` set, the weights validated, kept as the best epoch's and saved are a moving average of the
 weights after every step (Polyak averaging): the last steps' noise averages out, which on 712 sprites
@@ -23,16 +24,17 @@ import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from pokegen.errors import PokegenError
+from pokegen.errors import PluginContractError, TrainingDiverged
 from pokegen.fileio import atomic_path
-from pokegen.plugin import ALWAYS_ACCEPTED, TRAIN_SETTINGS, FitContext, FitResult, GenerativeModel, TrainSettings
+from pokegen.plugin import FitContext, FitResult, TrainSettings
 from pokegen.registry import plugin_info
+from pokegen.torch_model import TorchModel
 
 if TYPE_CHECKING:
     from pokegen.params import ModelSpec
@@ -41,68 +43,8 @@ log = logging.getLogger(__name__)
 RESUME_FILE = "resume.pt"
 
 
-class TrainingDiverged(PokegenError):
-    """Training produced NaN/inf or collapsed; the last good checkpoint is kept."""
-
-
-class PluginContractError(PokegenError):
-    """A plugin answered something the contract does not allow (named in the message)."""
-
-
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
-
-
-class TorchModel(GenerativeModel):
-    """Base for torch plugins. Subclasses set ``self.module`` in __init__ and define ``loss``
-    (or override ``training_step``, as a GAN does) and ``validation_metrics``."""
-
-    module: nn.Module
-    settings: TrainSettings  # set by the training loop before the first step
-    monitor: ClassVar[str | None] = "val_bits_per_pixel"  # the figure the best epoch is chosen on; None: keep the last epoch
-    monitor_mode: ClassVar[Literal["min", "max"]] = "min"  # min: lower is better (bits/pixel, the judge); max: higher
-    # Epochs whose number this divides (and the last) must report the monitor; the others may leave out a costly one
-    # (the GAN's judge): they are not candidates for the best epoch and do not count against patience.
-    monitor_every: ClassVar[int] = 1
-    train_settings: ClassVar[frozenset[str]] = TRAIN_SETTINGS - ALWAYS_ACCEPTED  # this loop reads them all
-
-    def optimizers(self, settings: TrainSettings) -> list[torch.optim.Optimizer]:
-        return [torch.optim.AdamW(self.module.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)]
-
-    def loss(self, batch: torch.Tensor) -> torch.Tensor:
-        """Mean training loss of a batch of palette images (B, S, S) int64."""
-        raise NotImplementedError(f"{type(self).__name__} defines neither loss nor training_step")
-
-    def training_step(self, batch: torch.Tensor, optimizers: list[torch.optim.Optimizer], step: int) -> dict[str, float]:
-        (optimizer,) = optimizers
-        loss = self.loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.settings.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.module.parameters(), self.settings.grad_clip)
-        optimizer.step()
-        return {"loss": loss.item()}
-
-    def validation_metrics(self, val: torch.Tensor, epoch: int) -> dict[str, float]:
-        """Metrics on the validation split after epoch ``epoch`` (1-based), in eval mode without gradients."""
-        return {}
-
-    def to(self, device: str) -> TorchModel:
-        self.module.to(device)
-        return self
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.module.parameters()).device
-
-    def fit(self, train: np.ndarray, val: np.ndarray, settings: TrainSettings, context: FitContext) -> FitResult:
-        return run_training(self, train, val, settings, context)
-
-    def state(self) -> dict[str, Any]:
-        return {name: tensor.detach().cpu() for name, tensor in self.module.state_dict().items()}
-
-    def load_state(self, tensors: dict[str, Any]) -> None:
-        self.module.load_state_dict({name: torch.as_tensor(value) for name, value in tensors.items()})
 
 
 class WeightAverage:
@@ -251,20 +193,6 @@ def prepare_resume_dir(folder: Path, key: str) -> None:
         shutil.rmtree(folder)  # state of another config or data set
     folder.mkdir(parents=True, exist_ok=True)
     stamp.write_text(key)
-
-
-def checked_fit_result(model: GenerativeModel, result: object) -> FitResult:
-    """``result`` if it is what fit must return; else PluginContractError naming the plugin and the fix."""
-    if not isinstance(result, FitResult):
-        raise PluginContractError(
-            f"{type(model).__name__}.fit returned {type(result).__name__}; return pokegen.plugin.FitResult(history, best_epoch)"
-        )
-    if not result.history or not 1 <= result.best_epoch <= len(result.history):
-        raise PluginContractError(
-            f"{type(model).__name__}.fit returned best_epoch {result.best_epoch} for {len(result.history)} epochs of history; "
-            "it must name one of them (1-based)"
-        )
-    return result
 
 
 def curves_csv(history: list[dict[str, float]]) -> bytes:

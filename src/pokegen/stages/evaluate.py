@@ -31,6 +31,7 @@ def run_evaluate(params: Params, layout: Layout, spec: ModelSpec) -> dict:
         raise DataError(f"{layout.model_dir(name)} was trained on other data than {layout.dataset}; re-train it: dvc repro train@{name}")
     device = choose_device(name, spec.resources, spec.train.cpu_fallback)
     model = load_checkpoint(layout.model_dir(name)).to(device)
+    model.sampling = spec.sampling  # sample.<name>: how it draws, apart from what it learned
     result = evaluate(model, dataset, settings)
 
     metrics = {"model": name, "samples": len(result.samples), **result.metrics}

@@ -13,7 +13,7 @@ import numpy as np
 from pokegen import report
 from pokegen.artifacts import SpriteDataset
 from pokegen.errors import DataError
-from pokegen.fileio import write_folder_atomic
+from pokegen.fileio import write_bytes_atomic, write_folder_atomic
 from pokegen.images import palette_grid, png_bytes
 from pokegen.layout import Layout
 from pokegen.params import EvaluateParams, ModelSpec, Params
@@ -27,12 +27,17 @@ def _entry(layout: Layout, name: str) -> report.Entry:
         raise DataError(f"{metrics_path}: missing; evaluate the model first: dvc repro evaluate@{name}")
     pictures_dir = layout.evaluation_pictures(name)
     found = sorted(pictures_dir.glob("*.png"), key=report.picture_order) if pictures_dir.is_dir() else []
-    curves, summary, timing = layout.train_curves(name), layout.train_metrics(name), layout.training_time(name)
+    curves, summary = layout.train_curves(name), layout.train_metrics(name)
     return report.Entry(
         name, json.loads(metrics_path.read_text()), {path.stem: path.read_bytes() for path in found},
         curves.read_text() if curves.is_file() else "", json.loads(summary.read_text()).get("monitor") if summary.is_file() else None,
-        json.loads(timing.read_text())["training"]["seconds"] if timing.is_file() else None,
     )  # fmt: skip
+
+
+def _training_seconds(layout: Layout, names: list[str]) -> dict[str, float]:
+    """Each model's training wall time on this machine, where this machine trained it (timings/, not versioned)."""
+    found = {name: layout.training_time(name) for name in names}
+    return {name: json.loads(path.read_text())["training"]["seconds"] for name, path in found.items() if path.is_file()}
 
 
 def _grid(images: np.ndarray, palette: np.ndarray, settings: EvaluateParams) -> bytes:
@@ -59,5 +64,8 @@ def run_report(params: Params, layout: Layout, specs: dict[str, ModelSpec]) -> r
         **{report.glance_path(title): data for title, data in glance.items()},
     }
     write_folder_atomic(layout.reports_dir, files)
+    write_bytes_atomic(
+        layout.timings_script, report.training_seconds_script(_training_seconds(layout, list(specs))).encode()
+    )
     log.info("report: %d models -> %s", len(entries), layout.reports_dir / "index.html")
     return shown.headline

@@ -15,8 +15,8 @@ from pokegen.fileio import sha256_file, write_bytes_atomic, write_json_atomic
 from pokegen.judge import validation_judge
 from pokegen.layout import Layout
 from pokegen.params import ModelSpec
-from pokegen.plugin import FitContext
-from pokegen.training import checked_fit_result, curves_csv, prepare_resume_dir, resume_key
+from pokegen.plugin import FitContext, checked_fit_result
+from pokegen.training import curves_csv, prepare_resume_dir, resume_key
 
 log = logging.getLogger(__name__)
 
