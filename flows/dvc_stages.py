@@ -27,6 +27,7 @@ from dvc.stage import Stage
 from dvc.stage.cache import RunCacheNotFoundError
 
 from pokegen.errors import PokegenError
+from pokegen.stages import StageKind, parse_command
 
 
 class PipelineLockedError(PokegenError):
@@ -37,8 +38,6 @@ class PushError(PokegenError):
     """`dvc push` after a run (or `dvc pull` before one) could not reach the DVC remote."""
 
 
-STAGE_COMMANDS = ("check", "download", "quantize", "tensorize")  # pokegen stage NAME
-MODEL_COMMANDS = ("train", "evaluate")  # pokegen train NAME, pokegen evaluate NAME
 
 
 @dataclass(frozen=True)
@@ -51,21 +50,15 @@ class PlannedStage:
     always_changed: bool = False
 
     @property
-    def pokegen_command(self) -> tuple[str, ...] | None:
-        """The words after `pokegen` when the command is one of pokegen's stage commands, else None."""
+    def kind(self) -> tuple[StageKind, str | None] | None:
+        """The pokegen stage (pokegen.stages.STAGES) and model its command runs, or None for any other command."""
         words = tuple(shlex.split(self.cmd))
-        known = words[:1] == ("pokegen",) and (
-            (len(words) == 3 and words[1] == "stage" and words[2] in STAGE_COMMANDS)
-            or (len(words) == 3 and words[1] in MODEL_COMMANDS)
-            or words[1:] == ("report",)
-        )
-        return words[1:] if known else None
+        return parse_command(words[1:]) if words[:1] == ("pokegen",) else None
 
     @property
     def model(self) -> str | None:
-        """The model a `pokegen train NAME` or `pokegen evaluate NAME` stage runs."""
-        command = self.pokegen_command
-        return command[1] if command and command[0] in MODEL_COMMANDS else None
+        """The model a per-model stage (`pokegen train NAME`, `pokegen evaluate NAME`) runs."""
+        return self.kind[1] if self.kind else None
 
 
 def _plan(repo: Repo) -> list[PlannedStage]:

@@ -46,13 +46,7 @@ from pokegen.flows.dvc_stages import PlannedStage  # noqa: E402
 from pokegen.flows.runners import placed, task_runner  # noqa: E402
 from pokegen.layout import Layout  # noqa: E402
 from pokegen.params import ModelSpec, Params, load_models  # noqa: E402
-from pokegen.stages.check import run_check  # noqa: E402
-from pokegen.stages.download import run_download  # noqa: E402
-from pokegen.stages.evaluate import run_evaluate  # noqa: E402
-from pokegen.stages.quantize import run_quantize  # noqa: E402
-from pokegen.stages.report import run_report  # noqa: E402
-from pokegen.stages.tensorize import run_tensorize  # noqa: E402
-from pokegen.stages.train import run_train  # noqa: E402
+from pokegen.stages import STAGES, run_stage  # noqa: E402
 
 GPU_LIMIT = "gpu"
 POLL_SECONDS = 0.5  # how long the flow waits on one model's task before looking at the next
@@ -67,7 +61,7 @@ class StageCommandError(PokegenError):
 
 def _report(params: Params, layout: Layout, specs: dict[str, ModelSpec]) -> dict:
     """Stage report, then its metrics table published as a Prefect artifact (shown in the UI)."""
-    table = run_report(params, layout, specs)
+    table = run_stage("report", params=params, layout=layout, specs=specs)
     create_table_artifact(table=table.records(), key=REPORT_ARTIFACT, description=f"pokegen models compared: {layout.reports_dir / 'index.html'}")
     return {"headers": table.headers, "rows": table.rows}
 
@@ -83,26 +77,27 @@ def _shell(stage: str, cmd: str, root: Path) -> None:
         raise StageCommandError(f"stage '{stage}' in dvc.yaml: `{cmd}` exited {result.returncode}; fix the command or its inputs:\n{tail}")
 
 
-TASKS = {
-    "check": task(run_check, name="check"),
-    # Network trouble that outlasts the stage's own per-address retries gets two more tries.
-    "download": task(run_download, name="download", retries=2, retry_delay_seconds=[5, 30]),
-    "quantize": task(run_quantize, name="quantize"),
-    "tensorize": task(run_tensorize, name="tensorize"),
-    "report": task(_report, name="report"),
-    "shell": task(_shell, name="shell"),
-}
-MODEL_STAGES: dict[str, Callable] = {
-    "train": lambda params, layout, spec: run_train(spec, layout),
-    "evaluate": run_evaluate,
-}
+def _stage_task(name: str):
+    """A Prefect task running stage ``name`` of pokegen.stages.STAGES with what its function asks for."""
+
+    def body(params: Params, layout: Layout, specs: dict[str, ModelSpec]):
+        return run_stage(name, params=params, layout=layout, specs=specs)
+
+    body.__name__ = body.__qualname__ = f"run_{name}"
+    # Network trouble that outlasts the download's own per-address retries gets two more tries.
+    retries = {"retries": 2, "retry_delay_seconds": [5, 30]} if name == "download" else {}
+    return task(body, name=name, **retries)
+
+
+TASKS = {name: _stage_task(name) for name, kind in STAGES.items() if not kind.per_model and name != "report"}
+TASKS |= {"report": task(_report, name="report"), "shell": task(_shell, name="shell")}
 
 
 def _model_stage(kind: str, params: Params, layout: Layout, spec: ModelSpec) -> dict:
     if spec.resources.gpus:
         with concurrency(GPU_LIMIT, occupy=spec.resources.gpus, strict=True):
-            return MODEL_STAGES[kind](params, layout, spec)
-    return MODEL_STAGES[kind](params, layout, spec)
+            return run_stage(kind, params=params, layout=layout, spec=spec)
+    return run_stage(kind, params=params, layout=layout, spec=spec)
 
 
 def model_task(stage: str, spec: ModelSpec):
@@ -122,17 +117,14 @@ class StageCall:
 
 def stage_call(stage: PlannedStage, params: Params, layout: Layout, specs: dict[str, ModelSpec]) -> StageCall:
     """pokegen's own stage commands run their function in-process; any other command runs in a shell."""
-    command = stage.pokegen_command
-    if command is None or (stage.model is not None and stage.model not in specs):
+    found = stage.kind
+    if found is None or (found[1] is not None and found[1] not in specs):
         return StageCall(TASKS["shell"].with_options(name=stage.name), {"stage": stage.name, "cmd": stage.cmd, "root": layout.root})
-    if stage.model is not None:
-        spec = specs[stage.model]
-        return StageCall(model_task(stage.name, spec), {"kind": command[0], "params": params, "layout": layout, "spec": spec}, spec)
-    if command == ("stage", "check"):
-        return StageCall(TASKS["check"], {"layout": layout})
-    if command == ("report",):
-        return StageCall(TASKS["report"], {"params": params, "layout": layout, "specs": specs})
-    return StageCall(TASKS[command[1]], {"params": params, "layout": layout})
+    kind, model = found
+    if model is not None:
+        spec = specs[model]
+        return StageCall(model_task(stage.name, spec), {"kind": kind.name, "params": params, "layout": layout, "spec": spec}, spec)
+    return StageCall(TASKS[kind.name], {"params": params, "layout": layout, "specs": specs})
 
 
 def gpu_slots() -> int:

@@ -24,6 +24,7 @@ from rich.progress import (
 from pokegen.errors import ParamsError, PokegenError
 from pokegen.layout import Layout
 from pokegen.params import load_models, load_params
+from pokegen.stages import DATA_STAGES, run_stage
 
 app = typer.Typer(help="pokegen: teach machines to create Pokémon.", no_args_is_help=True, add_completion=False)
 params_app = typer.Typer(help="Inspect params.yaml.", no_args_is_help=True)
@@ -33,11 +34,7 @@ stderr = Console(stderr=True)
 ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="params file; its folder is the repository root")
 
 
-class StageName(str, Enum):
-    check = "check"
-    download = "download"
-    quantize = "quantize"
-    tensorize = "tensorize"
+StageName = Enum("StageName", {name: name for name in DATA_STAGES}, type=str)  # `pokegen stage NAME`
 
 
 def _setup_logging() -> None:
@@ -66,33 +63,18 @@ def stage(name: StageName, params_path: Path = ParamsOption) -> None:
     _setup_logging()
     try:
         layout = Layout(params_path.resolve().parent)
-        if name is StageName.check:
-            from pokegen.stages.check import run_check
+        # Validated before any work (check validates the models' settings too, so it reads the file itself).
+        params = None if name.value == "check" else load_params(params_path, check_models=False)
+        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+        with Progress(*columns, console=stderr, disable=not stderr.is_terminal) as progress:
+            bars: dict[str, int] = {}
 
-            run_check(layout)
-            return
-        params = load_params(params_path, check_models=False)  # validated before any work (the check stage did the models)
-        if name is StageName.download:
-            from pokegen.stages.download import run_download
+            def on_progress(file: str, done: int, total: int | None) -> None:  # the files a download fetches
+                if file not in bars:
+                    bars[file] = progress.add_task(file, total=total)
+                progress.update(bars[file], completed=done, total=total)
 
-            columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
-            with Progress(*columns, console=stderr, disable=not stderr.is_terminal) as progress:
-                bars: dict[str, int] = {}
-
-                def on_progress(file: str, done: int, total: int | None) -> None:
-                    if file not in bars:
-                        bars[file] = progress.add_task(file, total=total)
-                    progress.update(bars[file], completed=done, total=total)
-
-                run_download(params, layout, on_progress)
-        elif name is StageName.quantize:
-            from pokegen.stages.quantize import run_quantize
-
-            run_quantize(params, layout)
-        else:
-            from pokegen.stages.tensorize import run_tensorize
-
-            run_tensorize(params, layout)
+            run_stage(name.value, params=params, layout=layout, on_progress=on_progress)
     except PokegenError as error:
         _fail(error)
 
@@ -101,7 +83,6 @@ def stage(name: StageName, params_path: Path = ParamsOption) -> None:
 def train(name: str = typer.Argument(..., help="a model listed in pipeline.models"), params_path: Path = ParamsOption) -> None:
     """Train one model plugin (what dvc.yaml's train@NAME calls); resumes an interrupted run."""
     from pokegen.plugin import FitContext
-    from pokegen.stages.train import run_train
 
     _setup_logging()
     try:
@@ -116,7 +97,8 @@ def train(name: str = typer.Argument(..., help="a model listed in pipeline.model
                     bars[epoch] = progress.add_task(f"{name} epoch {epoch}", total=batches)
                 progress.update(bars[epoch], completed=batch)
 
-            run_train(specs[name], Layout(params_path.resolve().parent), FitContext(on_batch=on_batch))
+            context = FitContext(on_batch=on_batch)
+            run_stage("train", spec=specs[name], layout=Layout(params_path.resolve().parent), context=context)
     except PokegenError as error:
         _fail(error)
 
@@ -124,13 +106,11 @@ def train(name: str = typer.Argument(..., help="a model listed in pipeline.model
 @app.command("evaluate")
 def evaluate_model(name: str = typer.Argument(..., help="a trained model listed in pipeline.models"), params_path: Path = ParamsOption) -> None:
     """Evaluate one trained model on the test split and draw its pictures (what dvc.yaml's evaluate@NAME calls)."""
-    from pokegen.stages.evaluate import run_evaluate
-
     _setup_logging()
     try:
         params, specs = load_models(params_path)
         _check_listed(params, name)
-        run_evaluate(params, Layout(params_path.resolve().parent), specs[name])
+        run_stage("evaluate", params=params, layout=Layout(params_path.resolve().parent), spec=specs[name])
     except PokegenError as error:
         _fail(error)
 
@@ -138,12 +118,10 @@ def evaluate_model(name: str = typer.Argument(..., help="a trained model listed 
 @app.command("report")
 def report_command(params_path: Path = ParamsOption) -> None:
     """Write reports/index.html and reports/report.md comparing every evaluated model (what dvc.yaml's report calls)."""
-    from pokegen.stages.report import run_report
-
     _setup_logging()
     try:
         params, specs = load_models(params_path)
-        run_report(params, Layout(params_path.resolve().parent), specs)
+        run_stage("report", params=params, layout=Layout(params_path.resolve().parent), specs=specs)
     except PokegenError as error:
         _fail(error)
 
