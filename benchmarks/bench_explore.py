@@ -94,7 +94,10 @@ def main() -> None:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
+    deadline = time.monotonic() + 60
     while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise SystemExit("the explorer's server did not start")
         time.sleep(0.05)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
 

@@ -57,7 +57,7 @@ class Dial(GenerativeModel):
     def encode(self, images):
         return np.zeros((len(images), self.dims), dtype=np.float32)
 
-    def decode(self, codes, seed=0):
+    def decode(self, codes):  # as docs/plugins.md writes it: no seed
         levels = np.clip(((np.asarray(codes) + 3) / 6 * self.colors).astype(int), 0, self.colors - 1)
         columns = levels[:, np.arange(self.size) % self.dims]
         return np.repeat(columns[:, None, :], self.size, axis=1).astype(np.uint8)
@@ -170,6 +170,11 @@ BAD = [
     ("/api/decode", {"model": "gan", "code": [0.0] * 8}, 422, "model 'gan' has no latent code to decode"),
     ("/api/latent-grid", {"model": "vae", "code": [0.0] * 10, "dims": [2, 2]}, 422, "dims: two different code dimensions, 0 to 9"),
     ("/api/nearest", {"sprite": [[-1] * 10] * 10}, 422, "sprite[0][0] = -1"),
+    ("/api/nearest", {"sprite": [[10**30] * 10] * 10}, 422, "sprite.0.0: Input should be less than or equal to 65535"),
+    ("/api/complete", {"model": "transformer", "sprite": [[0] * 10] * 10, "erased": [[True] * 10] * 10, "sampling": {"completion_candidates": 100000}},
+     422, "sampling.completion_candidates: Input should be less than or equal to 64"),
+    ("/api/sample", {"model": "pixelrnn", "sampling": {"temperature": 1e-40}}, 422, "sampling.temperature: Value error, 0, or at least"),
+    ("/api/sample", {"model": "pixelrnn", "sampling": {"temperature": 1e39}}, 422, "sampling.temperature: Input should be less than or equal to 64"),
 ]
 
 

@@ -15,6 +15,7 @@ gives the same sprites, however many arrive at once.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,15 +29,17 @@ import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from pokegen.artifacts import SpriteDataset
+from pokegen.checkpoint import read_checkpoint_info
 from pokegen.errors import PokegenError
 from pokegen.evaluation import nearest_hamming
+from pokegen.fileio import sha256_file
 from pokegen.layout import Layout
 from pokegen.params import load_params
 from pokegen.plugin import GenerativeModel
-from pokegen.trained import load_trained, missing_model_hint, sampling_settings
+from pokegen.trained import load_trained, sampling_settings
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,21 @@ MAX_SEED = 2**31 - 1
 CODE_LIMIT = 10.0  # a code value further out than this from a standard normal is not a code
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
-SamplingValues = dict[Annotated[str, StringConstraints(max_length=64)], float | int | bool]
+# A request's sampling settings are checked by the plugin's own Sampling model, and held to what a person playing
+# would ask for, so that no request can keep the one model thread busy for minutes (100,000 completion candidates)
+# or overflow the arithmetic (a temperature of 1e-40): within SAMPLING_LIMIT of 0 and, unless 0, at least
+# 1 / SAMPLING_LIMIT away from it.
+SAMPLING_LIMIT = 64.0
+
+
+def _not_vanishing(value: float) -> float:
+    if value and abs(value) < 1 / SAMPLING_LIMIT:
+        raise ValueError(f"0, or at least {1 / SAMPLING_LIMIT:g} away from 0 (closer overflows the arithmetic)")
+    return value
+
+
+SamplingValue = Annotated[float, Field(ge=-SAMPLING_LIMIT, le=SAMPLING_LIMIT, allow_inf_nan=False), AfterValidator(_not_vanishing)]
+SamplingValues = Annotated[dict[Annotated[str, StringConstraints(max_length=64)], SamplingValue], Field(max_length=16)]
 
 
 class _Request(BaseModel):
@@ -78,7 +95,7 @@ class LatentGridRequest(_Request):
     sampling: SamplingValues = {}
 
 
-Grid = list[list[int]]
+Grid = list[list[Annotated[int, Field(ge=-65535, le=65535)]]]  # palette indices; the range is checked against the palette
 
 
 class CompleteRequest(_Request):
@@ -102,16 +119,17 @@ class Loaded:
     problem: str | None = None
     latent_dims: int = 0
     start_code: list[float] = field(default_factory=list)
+    settings: BaseModel | None = None  # sample.NAME, as loaded (model.sampling changes per request on the model thread)
 
     def describe(self) -> dict[str, Any]:
         if self.model is None:
             return {"name": self.name, "ready": False, "problem": self.problem}
-        sampling = self.model.Sampling()
+        sampling = self.model.Sampling()  # the plugin's defaults, beside sample.NAME's (self.settings)
         return {
             "name": self.name,
             "ready": True,
             "sampling": {
-                key: {"value": getattr(self.model.sampling, key), "default": getattr(sampling, key), "description": info.description or ""}
+                key: {"value": getattr(self.settings, key), "default": getattr(sampling, key), "description": info.description or ""}
                 for key, info in self.model.Sampling.model_fields.items()
             },
             "latent_dims": self.latent_dims,
@@ -143,9 +161,11 @@ class Explorer:
         try:
             model = load_trained(self.layout, self.params, name)
         except PokegenError as error:
-            hint = "" if "dvc repro" in str(error) else f"; {missing_model_hint(name)}"
-            return Loaded(name, problem=f"{error}{hint}")
-        loaded = Loaded(name, model)
+            return Loaded(name, problem=str(error))
+        trained_on = read_checkpoint_info(self.layout.model_dir(name)).get("data_sha256")
+        if trained_on != sha256_file(self.layout.dataset):  # its palette indices would not be this palette's
+            return Loaded(name, problem=f"it was trained on other data than {self.layout.dataset}; re-train it: dvc repro train@{name}")
+        loaded = Loaded(name, model, settings=model.sampling)
         if "decode" in model.capabilities():
             test = self.dataset.splits["test"][:1]
             if "encode" in model.capabilities():  # the sliders start at a real sprite's code
@@ -190,7 +210,11 @@ class Explorer:
             finally:
                 model.sampling = before
 
-        return self.worker.submit(with_settings).result()
+        try:
+            return self.worker.submit(with_settings).result()
+        except (RuntimeError, ValueError, ArithmeticError) as error:  # the model could not draw with these settings
+            log.warning("model %s could not draw: %s: %s", name, type(error).__name__, error)
+            raise HTTPException(422, f"model {name!r} could not draw with these settings ({type(error).__name__}: {error})") from None
 
     def sprite(self, grid: Grid, what: str) -> np.ndarray:
         """A side x side grid of palette indices; 422 naming the shape or the index that is wrong."""
@@ -217,6 +241,13 @@ class Explorer:
         if not loaded.latent_dims:
             raise HTTPException(422, f"model {name!r} has no latent code to decode (its capabilities: {', '.join(loaded.model.capabilities())})")
         return loaded
+
+
+def _decode(model: GenerativeModel, codes: np.ndarray, seed: int) -> np.ndarray:
+    """decode(codes), with the seed where the plugin takes one (a decoder that draws pixel by pixel)."""
+    if "seed" in inspect.signature(model.decode).parameters:
+        return model.decode(codes, seed=seed)
+    return model.decode(codes)
 
 
 def _sprites(images: np.ndarray) -> list[Grid]:
@@ -313,7 +344,7 @@ def create_app(root: Path) -> FastAPI:
     def decode(request: DecodeRequest) -> dict:
         loaded = explorer.decoder(request.model)
         code = explorer.code(loaded, request.code)
-        sprites = explorer.draw(request.model, request.sampling, lambda model: model.decode(code, seed=request.seed))
+        sprites = explorer.draw(request.model, request.sampling, lambda model: _decode(model, code, request.seed))
         return {"sprite": _sprites(sprites[0])}
 
     @app.post("/api/latent-grid")
@@ -328,7 +359,7 @@ def create_app(root: Path) -> FastAPI:
         codes = np.repeat(code[None], request.steps**2, axis=0)
         codes[:, first] = np.repeat(values, request.steps)  # down the rows
         codes[:, second] = np.tile(values, request.steps)  # along the columns
-        sprites = explorer.draw(request.model, request.sampling, lambda model: model.decode(codes, seed=request.seed))
+        sprites = explorer.draw(request.model, request.sampling, lambda model: _decode(model, codes, request.seed))
         return {"sprites": _sprites(sprites), "columns": request.steps, "values": values.round(3).tolist()}
 
     @app.post("/api/complete")
@@ -375,6 +406,7 @@ def serve(root: Path, host: str, port: int) -> None:
     listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listening.bind((host, port))
+    listening.listen(128)  # before saying where: a client that reacts to the line finds it listening
     bound_host, bound_port = listening.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     print(f"pokegen explore: serving on http://{shown}:{bound_port}/ (Ctrl-C stops it)", flush=True)

@@ -166,8 +166,8 @@ def notes(settings: EvaluateParams) -> list[str]:
         *found,
         (
             "Training seconds: the wall time of train@MODEL on the machine that trained it. It is not versioned, since it "
-            "differs from run to run: index.html shows it where that machine's timings/ folder is beside reports/, "
-            "`dvc metrics show` lists it there, and elsewhere it reads —."
+            "differs from run to run: index.html shows it, as of the last run of the report, where that machine's "
+            "timings/ folder is beside reports/ (timings/train-MODEL.json holds it), and elsewhere it reads —."
         ),
         (
             "Rows are sorted by the judge's accuracy, the model hardest to tell from real sprites first (then by test "
