@@ -364,7 +364,7 @@ TOY_MODELS = {
     "gan": {"channels": 8, "latent_dim": 8, "train": {"epochs": 1, "batch_size": 16}},
     "transformer": {"width": 16, "layers": 1, "heads": 2, "train": {"epochs": 2, "batch_size": 16}},
 }
-EVALUATE = {"samples": 24, "grid": 9, "completion_rows": 3, "scale": 3, "nearest_k": 3, "latent_grid": {"steps": 4}}
+EVALUATE = {"samples": 24, "grid": 9, "completion_rows": 3, "scale": 3, "nearest_k": 3, "latent_grid": {"steps": 4}, "judge": {"seeds": 2}}
 
 
 @pytest.fixture(scope="session")
